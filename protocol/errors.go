@@ -1,0 +1,83 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Each has a stable code (ErrorCode) that the server puts
+// in the Drm-Error response header so the client can react (rekey, new
+// handshake) without parsing prose.
+var (
+	ErrMalformed       = errors.New("malformed message")
+	ErrVersion         = errors.New("unsupported protocol version")
+	ErrNoCommonSuite   = errors.New("no common cipher suite")
+	ErrUnknownSuite    = errors.New("unknown cipher suite")
+	ErrKeyShare        = errors.New("bad or missing key share")
+	ErrBadSignature    = errors.New("server signature does not verify")
+	ErrCertificate     = errors.New("server certificate not trusted")
+	ErrAuthentication  = errors.New("message authentication failed")
+	ErrReplay          = errors.New("replayed or too old sequence number")
+	ErrUnknownSession  = errors.New("unknown or expired session")
+	ErrEpochRetired    = errors.New("key epoch retired")
+	ErrRekeyRequired   = errors.New("key epoch limit reached: rekey required")
+	ErrWrongMessage    = errors.New("message type does not match the endpoint")
+	ErrMediaID         = errors.New("invalid media id")
+	ErrUnexpectedReply = errors.New("reply does not answer the request")
+)
+
+var errorCodes = []struct {
+	err  error
+	code string
+}{
+	{ErrMalformed, "malformed"},
+	{ErrVersion, "version"},
+	{ErrNoCommonSuite, "no-common-suite"},
+	{ErrUnknownSuite, "unknown-suite"},
+	{ErrKeyShare, "key-share"},
+	{ErrAuthentication, "authentication"},
+	{ErrReplay, "replay"},
+	{ErrUnknownSession, "unknown-session"},
+	{ErrEpochRetired, "epoch-retired"},
+	{ErrRekeyRequired, "rekey-required"},
+	{ErrWrongMessage, "wrong-message"},
+	{ErrMediaID, "media-id"},
+}
+
+// ErrorCode returns the stable wire code of err's sentinel, or "" if err
+// wraps none of them.
+func ErrorCode(err error) string {
+	for _, c := range errorCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return ""
+}
+
+// ErrorFromCode turns a Drm-Error header value ("code: reason") back into
+// an error wrapping the code's sentinel, so clients can use errors.Is.
+func ErrorFromCode(header string) error {
+	code, reason, _ := strings.Cut(header, ":")
+	code = strings.TrimSpace(code)
+	for _, c := range errorCodes {
+		if c.code == code {
+			return fmt.Errorf("server: %w:%s", c.err, reason)
+		}
+	}
+	return fmt.Errorf("server: %s", header)
+}
+
+// NoCommonSuiteError names both lists so an operator can see at once why
+// negotiation failed.
+type NoCommonSuiteError struct {
+	Offered, Supported []string
+}
+
+func (e *NoCommonSuiteError) Error() string {
+	return fmt.Sprintf("no common cipher suite: client offered [%s], server accepts [%s]",
+		strings.Join(e.Offered, " "), strings.Join(e.Supported, " "))
+}
+
+func (e *NoCommonSuiteError) Unwrap() error { return ErrNoCommonSuite }

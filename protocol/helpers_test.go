@@ -1,0 +1,130 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+)
+
+// testIdentity makes a self-signed identity; the tests pin its certificate.
+func testIdentity(t testing.TB, kind string) Identity {
+	t.Helper()
+	var signer crypto.Signer
+	var err error
+	switch kind {
+	case "ed25519":
+		_, signer, err = ed25519.GenerateKey(rand.Reader)
+	case "p256":
+		signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "p384":
+		signer, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "rsa":
+		signer, err = rsa.GenerateKey(rand.Reader, 2048)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "test server"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Identity{Signer: signer, Chain: [][]byte{der}}
+}
+
+// pinned trusts exactly the leaf of id.
+func pinned(id Identity) func([][]byte) (crypto.PublicKey, error) {
+	return func(chain [][]byte) (crypto.PublicKey, error) {
+		if len(chain) == 0 || !bytes.Equal(chain[0], id.Chain[0]) {
+			return nil, errors.New("certificate is not the pinned one")
+		}
+		c, err := x509.ParseCertificate(chain[0])
+		if err != nil {
+			return nil, err
+		}
+		return c.PublicKey, nil
+	}
+}
+
+type pair struct {
+	server *ServerSession
+	client *ClientSession
+	cfg    *ServerConfig
+}
+
+func newPair(t testing.TB, suite Suite, limits EpochLimits) pair {
+	t.Helper()
+	id := testIdentity(t, "ed25519")
+	scfg := &ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: MinChunkSize, Limits: limits}
+	ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
+	hs, hello, err := ccfg.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, reply, err := scfg.Accept(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := hs.Finish(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair{ss, cs, scfg}
+}
+
+// serveChunk plays the server for one chunk request: open, then seal
+// data as chunk index of a medium of size bytes.
+func (p pair) serveChunk(t testing.TB, req *Request, size uint64, data []byte) ([]byte, error) {
+	t.Helper()
+	h, err := ParseRequestHeader(req.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := p.server.OpenRequest(h, req.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	cr, err := ParseChunkRequest(payload)
+	if err != nil {
+		return nil, err
+	}
+	return p.server.SealChunk(nil, h, cr.MediaID, cr.Index, size, data)
+}
+
+func (p pair) rekey(t testing.TB) {
+	t.Helper()
+	rk, err := p.client.StartRekey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ParseRequestHeader(rk.Request.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := p.server.OpenRequest(h, rk.Request.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := p.server.Rekey(h, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rk.Finish(reply); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,371 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestEverySuiteRoundTrips(t *testing.T) {
+	const cs = MinChunkSize
+	for _, suite := range AllSuites() {
+		t.Run(suite.Name(), func(t *testing.T) {
+			p := newPair(t, suite, DefaultLimits())
+			if p.client.Suite.Name() != suite.Name() || p.client.ID != p.server.ID {
+				t.Fatalf("client and server disagree on the session")
+			}
+			for _, size := range []int{0, 1, cs - 1, cs, cs + 1, 3*cs + 7} {
+				data := bytes.Repeat([]byte{byte(size)}, size)
+				for index := 0; index*cs < size || index == 0; index++ {
+					chunk := data[index*cs : min((index+1)*cs, size)]
+					req, err := p.client.NewChunkRequest("dir/song.flac", uint64(index))
+					if err != nil {
+						t.Fatal(err)
+					}
+					reply, err := p.serveChunk(t, req, uint64(size), chunk)
+					if err != nil {
+						t.Fatalf("size %d chunk %d: %v", size, index, err)
+					}
+					h, got, err := req.OpenChunk(nil, reply)
+					if err != nil {
+						t.Fatalf("size %d chunk %d: %v", size, index, err)
+					}
+					if !bytes.Equal(got, chunk) {
+						t.Fatalf("size %d chunk %d: plaintext differs", size, index)
+					}
+					final := (index+1)*cs >= size
+					if (h.Flags&FlagFinal != 0) != final {
+						t.Fatalf("size %d chunk %d: final flag %v", size, index, !final)
+					}
+				}
+			}
+			p.rekey(t)
+			req := p.client.NewRequest(MsgCatalog, []byte(`[]`))
+			h, _ := ParseRequestHeader(req.Envelope)
+			payload, err := p.server.OpenRequest(h, req.Envelope)
+			if err != nil || string(payload) != `[]` {
+				t.Fatalf("after rekey: %q %v", payload, err)
+			}
+			reply, err := p.server.SealReply(h, []byte("catalog"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := req.OpenReply(reply); err != nil || string(got) != "catalog" {
+				t.Fatalf("after rekey: %q %v", got, err)
+			}
+		})
+	}
+}
+
+func TestSignatureKeyTypes(t *testing.T) {
+	for _, kind := range []string{"ed25519", "p256", "p384", "rsa"} {
+		t.Run(kind, func(t *testing.T) {
+			id := testIdentity(t, kind)
+			th := bytes.Repeat([]byte{7}, 32)
+			sig, err := SignTranscript(id.Signer, th)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyTranscript(id.Signer.Public(), th, sig); err != nil {
+				t.Fatal(err)
+			}
+			th[0] ^= 1
+			if err := VerifyTranscript(id.Signer.Public(), th, sig); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("changed transcript: %v", err)
+			}
+		})
+	}
+}
+
+func TestNegotiationFollowsServerPreference(t *testing.T) {
+	server, _ := ParseSuites([]string{"X25519_AES128_GCM_SHA256", "P256_CHACHA20_POLY1305_SHA256", "FFDHE2048_AES256_CBC_SHA384"})
+	tests := []struct {
+		offer []string
+		want  string
+	}{
+		{[]string{"FFDHE2048_AES256_CBC_SHA384", "P256_CHACHA20_POLY1305_SHA256", "X25519_AES128_GCM_SHA256"}, "X25519_AES128_GCM_SHA256"},
+		{[]string{"FFDHE2048_AES256_CBC_SHA384", "P256_CHACHA20_POLY1305_SHA256"}, "P256_CHACHA20_POLY1305_SHA256"},
+		{[]string{"NEWGROUP_AES128_GCM_SHA256", "FFDHE2048_AES256_CBC_SHA384"}, "FFDHE2048_AES256_CBC_SHA384"},
+		{[]string{"X25519_AES256_GCM_SHA384"}, ""},
+	}
+	for _, tt := range tests {
+		got, err := Negotiate(server, tt.offer)
+		if tt.want == "" {
+			var nc *NoCommonSuiteError
+			if !errors.As(err, &nc) || !errors.Is(err, ErrNoCommonSuite) {
+				t.Fatalf("offer %v: %v, want NoCommonSuiteError", tt.offer, err)
+			}
+			for _, name := range append(tt.offer, SuiteNames(server)...) {
+				if !bytes.Contains([]byte(err.Error()), []byte(name)) {
+					t.Fatalf("error %q does not name %s", err, name)
+				}
+			}
+			continue
+		}
+		if err != nil || got.Name() != tt.want {
+			t.Fatalf("offer %v: got %v %v, want %s", tt.offer, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseSuiteNames(t *testing.T) {
+	for _, s := range AllSuites() {
+		got, err := ParseSuite(s.Name())
+		if err != nil || got != s {
+			t.Fatalf("%s: %v %v", s.Name(), got, err)
+		}
+	}
+	for _, bad := range []string{"", "X25519", "X25519_AES128_GCM", "X25519_AES128_GCM_SHA1", "X25519_DES_CBC_SHA256", "x25519_aes128_gcm_sha256"} {
+		if _, err := ParseSuite(bad); !errors.Is(err, ErrUnknownSuite) {
+			t.Fatalf("%q: %v", bad, err)
+		}
+	}
+}
+
+// A man in the middle who strips the client's strong suites gets the
+// server to pick a weaker one, but the server signs what it received and
+// the client checks the signature against what it sent.
+func TestStrippedOfferDetected(t *testing.T) {
+	id := testIdentity(t, "ed25519")
+	all, _ := ParseSuites([]string{"X25519_AES128_GCM_SHA256", "X25519_AES128_CBC_SHA256"})
+	scfg := &ServerConfig{Suites: all, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}
+	ccfg := &ClientConfig{Suites: all, VerifyCertificate: pinned(id)}
+	hs, hello, err := ccfg.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ch ClientHello
+	json.Unmarshal(hello, &ch)
+	ch.Suites = []string{"X25519_AES128_CBC_SHA256"}
+	stripped, _ := json.Marshal(ch)
+	_, reply, err := scfg.Accept(stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hs.Finish(reply); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("stripped offer: %v, want ErrBadSignature", err)
+	}
+	// The untouched exchange passes.
+	hs, hello, _ = ccfg.Start()
+	_, reply, _ = scfg.Accept(hello)
+	if _, err := hs.Finish(reply); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandshakeRejectsOtherServer(t *testing.T) {
+	suite := DefaultSuites()[0]
+	id, other := testIdentity(t, "ed25519"), testIdentity(t, "p256")
+	ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
+	hs, hello, _ := ccfg.Start()
+	_, reply, err := (&ServerConfig{Suites: []Suite{suite}, Identity: other, ChunkSize: MinChunkSize}).Accept(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hs.Finish(reply); !errors.Is(err, ErrCertificate) {
+		t.Fatalf("unpinned server: %v", err)
+	}
+	// A pinned certificate with a key the signer does not hold.
+	mixed := Identity{Signer: other.Signer, Chain: id.Chain}
+	hs, hello, _ = ccfg.Start()
+	_, reply, _ = (&ServerConfig{Suites: []Suite{suite}, Identity: mixed, ChunkSize: MinChunkSize}).Accept(hello)
+	if _, err := hs.Finish(reply); err == nil {
+		t.Fatal("signature by a key other than the certificate's accepted")
+	}
+}
+
+func TestFlippedBitsRejected(t *testing.T) {
+	for _, name := range []string{"X25519_AES128_GCM_SHA256", "X25519_CHACHA20_POLY1305_SHA256", "X25519_AES256_CBC_SHA384", "X25519_AES128_CTR_SHA256"} {
+		suite, _ := ParseSuite(name)
+		t.Run(name, func(t *testing.T) {
+			p := newPair(t, suite, EpochLimits{})
+			data := bytes.Repeat([]byte("chunk"), 40)
+			req, _ := p.client.NewChunkRequest("a.flac", 0)
+			env := req.Envelope
+			// Every bit of the request envelope.
+			for bit := 0; bit < len(env)*8; bit++ {
+				bad := bytes.Clone(env)
+				bad[bit/8] ^= 1 << (bit % 8)
+				h, err := ParseRequestHeader(bad)
+				if err == nil {
+					_, err = p.server.OpenRequest(h, bad)
+				}
+				if err == nil {
+					t.Fatalf("request with bit %d flipped accepted", bit)
+				}
+			}
+			reply, err := p.serveChunk(t, req, uint64(len(data)), data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for bit := 0; bit < len(reply)*8; bit++ {
+				bad := bytes.Clone(reply)
+				bad[bit/8] ^= 1 << (bit % 8)
+				if _, _, err := req.OpenChunk(nil, bad); err == nil {
+					t.Fatalf("chunk with bit %d flipped accepted", bit)
+				}
+			}
+			if _, got, err := req.OpenChunk(nil, reply); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("untouched chunk: %v", err)
+			}
+			// Truncated and extended replies.
+			for _, bad := range [][]byte{reply[:len(reply)-1], append(bytes.Clone(reply), 0), reply[:ResponseHeaderSize]} {
+				if _, _, err := req.OpenChunk(nil, bad); err == nil {
+					t.Fatal("resized chunk accepted")
+				}
+			}
+		})
+	}
+}
+
+func TestReplayReorderAndSplice(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{})
+	data := []byte("the chunk")
+	req0, _ := p.client.NewChunkRequest("a.flac", 0)
+	req1, _ := p.client.NewChunkRequest("a.flac", 1)
+	other, _ := p.client.NewChunkRequest("b.flac", 0)
+	size := uint64(2 * MinChunkSize)
+	reply0, err := p.serveChunk(t, req0, size, bytes.Repeat(data, 200)[:MinChunkSize])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.serveChunk(t, req0, size, data); !errors.Is(err, ErrReplay) {
+		t.Fatalf("replayed request: %v", err)
+	}
+	// A chunk given in answer to another position or another medium.
+	if _, _, err := req1.OpenChunk(nil, reply0); err == nil {
+		t.Fatal("chunk 0 accepted as chunk 1")
+	}
+	if _, _, err := other.OpenChunk(nil, reply0); err == nil {
+		t.Fatal("chunk of a.flac accepted for b.flac")
+	}
+	// The same chunk from another session.
+	q := newPair(t, DefaultSuites()[0], EpochLimits{})
+	qreq, _ := q.client.NewChunkRequest("a.flac", 0)
+	if _, _, err := qreq.OpenChunk(nil, reply0); err == nil {
+		t.Fatal("chunk of another session accepted")
+	}
+	// A request replayed into another session.
+	h, _ := ParseRequestHeader(req1.Envelope)
+	if _, err := q.server.OpenRequest(h, req1.Envelope); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("request of another session: %v", err)
+	}
+}
+
+func TestReplayWindow(t *testing.T) {
+	var w ReplayWindow
+	accept := func(seq uint64, want bool) {
+		t.Helper()
+		if got := w.Accept(seq); got != want {
+			t.Fatalf("Accept(%d) = %v, want %v", seq, got, want)
+		}
+	}
+	accept(0, true)
+	accept(0, false)
+	for _, s := range []uint64{5, 3, 4, 1, 2} { // out of order
+		accept(s, true)
+	}
+	accept(3, false)
+	accept(ReplayWindowSize+6, true)
+	accept(6, true) // exactly at the window's edge, never seen
+	accept(6, false)
+	accept(5, false) // behind the window
+	accept(1<<40, true) // a jump clears the ring
+	accept(1<<40-ReplayWindowSize, true)
+	accept(1<<40-ReplayWindowSize-1, false)
+	accept(1<<40, false)
+}
+
+func TestRotationExactlyAtLimit(t *testing.T) {
+	for _, limit := range []uint32{1, 2, 5, 17} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			p := newPair(t, DefaultSuites()[0], EpochLimits{Chunks: limit})
+			data := []byte("x")
+			for epoch := uint32(0); epoch < 3; epoch++ {
+				var last *Request
+				for i := uint32(0); i < limit; i++ {
+					req, _ := p.client.NewChunkRequest("a", 0)
+					reply, err := p.serveChunk(t, req, 1, data)
+					if err != nil {
+						t.Fatalf("epoch %d chunk %d of %d: %v", epoch, i+1, limit, err)
+					}
+					h, _, err := req.OpenChunk(nil, reply)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if h.Remaining != limit-i-1 || h.Flags&FlagRekeySoon == 0 && h.Remaining <= RekeySoonChunks {
+						t.Fatalf("remaining %d flags %b after %d of %d", h.Remaining, h.Flags, i+1, limit)
+					}
+					last = req
+				}
+				req, _ := p.client.NewChunkRequest("a", 0)
+				if _, err := p.serveChunk(t, req, 1, data); !errors.Is(err, ErrRekeyRequired) {
+					t.Fatalf("chunk %d of %d: %v, want ErrRekeyRequired", limit+1, limit, err)
+				}
+				p.rekey(t)
+				if got := p.server.Epoch(); got != epoch+1 || p.client.Epoch() != epoch+1 {
+					t.Fatalf("epochs %d/%d after rekey %d", got, p.client.Epoch(), epoch+1)
+				}
+				// A request sealed under the retired epoch is refused.
+				h, _ := ParseRequestHeader(last.Envelope)
+				h.Seq += 1000
+				if _, err := p.server.OpenRequest(h, last.Envelope); !errors.Is(err, ErrEpochRetired) {
+					t.Fatalf("retired epoch: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestByteLimit(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{Bytes: 3 * MinChunkSize})
+	for i := 0; i < 3; i++ {
+		req, _ := p.client.NewChunkRequest("a", 0)
+		if _, err := p.serveChunk(t, req, MinChunkSize, make([]byte, MinChunkSize)); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	req, _ := p.client.NewChunkRequest("a", 0)
+	if _, err := p.serveChunk(t, req, MinChunkSize, make([]byte, MinChunkSize)); !errors.Is(err, ErrRekeyRequired) {
+		t.Fatalf("past the byte limit: %v", err)
+	}
+}
+
+// Keys of successive epochs are chained: each depends on the previous.
+func TestEpochsAreChained(t *testing.T) {
+	suite := DefaultSuites()[0]
+	shared := []byte("shared secret")
+	th := []byte("transcript")
+	a := DeriveEpoch(suite.Hash, shared, nil, th)
+	b := DeriveEpoch(suite.Hash, shared, a.Chain, th)
+	c := DeriveEpoch(suite.Hash, shared, []byte("another chain value of 32 bytes!"), th)
+	if bytes.Equal(a.Secret, b.Secret) || bytes.Equal(b.Secret, c.Secret) {
+		t.Fatal("epoch secret does not depend on the previous chain value")
+	}
+}
+
+func TestValidMediaID(t *testing.T) {
+	good := []string{"a", "a.flac", "dir/b c.mp3", "ünï/код.opus"}
+	bad := []string{"", "/a", "a/", "a//b", "../a", "a/../b", ".", "a\\b", "a\x00b", "a\nb", "\xff", string(make([]byte, MaxMediaIDLength+1))}
+	for _, id := range good {
+		if err := ValidMediaID(id); err != nil {
+			t.Errorf("%q: %v", id, err)
+		}
+	}
+	for _, id := range bad {
+		if err := ValidMediaID(id); !errors.Is(err, ErrMediaID) {
+			t.Errorf("%q accepted", id)
+		}
+	}
+}
+
+func TestErrorCodesRoundTrip(t *testing.T) {
+	for _, c := range errorCodes {
+		got := ErrorFromCode(c.code + ": some reason")
+		if !errors.Is(got, c.err) || ErrorCode(fmt.Errorf("wrapped: %w", c.err)) != c.code {
+			t.Fatalf("%s does not round-trip", c.code)
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package protocol
+
+import (
+	"crypto"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"encoding/binary"
+	"fmt"
+	"hash"
+)
+
+// expandLabel is HKDF-Expand with a structured info, as TLS 1.3's
+// HKDF-Expand-Label: uint16 length ‖ uint8 len ‖ "caddy-drm/1 " label ‖
+// uint8 len ‖ context. Binding the length and label makes every derived
+// value independent of every other.
+func expandLabel(h crypto.Hash, secret []byte, label string, context []byte, length int) []byte {
+	full := labelPrefix + label
+	info := make([]byte, 0, 4+len(full)+len(context))
+	info = binary.BigEndian.AppendUint16(info, uint16(length))
+	info = append(info, byte(len(full)))
+	info = append(info, full...)
+	info = append(info, byte(len(context)))
+	info = append(info, context...)
+	out, err := hkdf.Expand(func() hash.Hash { return h.New() }, secret, string(info), length)
+	if err != nil {
+		panic("protocol: HKDF-Expand: " + err.Error()) // only for absurd lengths
+	}
+	return out
+}
+
+// EpochSecrets is the output of the key schedule for one key epoch.
+type EpochSecrets struct {
+	// Secret is the epoch secret every traffic key is expanded from.
+	Secret []byte
+	// Chain is mixed into the next epoch's extract step, so each epoch
+	// depends on every earlier exchange as well as its own.
+	Chain []byte
+}
+
+// DeriveEpoch runs the key schedule of one epoch:
+//
+//	prk    = HKDF-Extract(salt = previous Chain (zeros for epoch 0), ikm = shared secret)
+//	secret = Expand-Label(prk, "epoch", transcript hash, Hash.Size)
+//	chain  = Expand-Label(secret, "chain", "", Hash.Size)
+func DeriveEpoch(h crypto.Hash, shared, prevChain, transcriptHash []byte) EpochSecrets {
+	salt := prevChain
+	if salt == nil {
+		salt = make([]byte, h.Size())
+	}
+	prk, err := hkdf.Extract(func() hash.Hash { return h.New() }, shared, salt)
+	if err != nil {
+		panic("protocol: HKDF-Extract: " + err.Error())
+	}
+	secret := expandLabel(h, prk, labelEpoch, transcriptHash, h.Size())
+	return EpochSecrets{Secret: secret, Chain: expandLabel(h, secret, labelChain, nil, h.Size())}
+}
+
+// TrafficKeys protects one direction of one epoch.
+type TrafficKeys struct {
+	Key, MACKey []byte
+	IV          [NonceSize]byte
+	aead        cipher.AEAD
+}
+
+// direction selects the labels of one direction.
+type direction struct{ key, mac, iv string }
+
+var (
+	clientToServer = direction{labelC2SKey, labelC2SMacKey, labelC2SIV}
+	serverToClient = direction{labelS2CKey, labelS2CMacKey, labelS2CIV}
+)
+
+func deriveTraffic(s Suite, secret []byte, d direction) (*TrafficKeys, error) {
+	k := &TrafficKeys{Key: expandLabel(s.Hash, secret, d.key, nil, s.Cipher.KeySize())}
+	if n := s.Cipher.MACKeySize(s.Hash); n > 0 {
+		k.MACKey = expandLabel(s.Hash, secret, d.mac, nil, n)
+	}
+	copy(k.IV[:], expandLabel(s.Hash, secret, d.iv, nil, NonceSize))
+	aead, err := s.Cipher.New(k.Key, k.MACKey, s.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: %s: %w", s.Name(), err)
+	}
+	k.aead = aead
+	return k, nil
+}
+
+// nonce is the IV XOR the 64-bit sequence number, right-aligned (as in
+// TLS 1.3): unique per key as long as sequence numbers are.
+func (k *TrafficKeys) nonce(seq uint64) [NonceSize]byte {
+	n := k.IV
+	var s [8]byte
+	binary.BigEndian.PutUint64(s[:], seq)
+	for i := range s {
+		n[NonceSize-8+i] ^= s[i]
+	}
+	return n
+}
+
+func (k *TrafficKeys) seal(dst []byte, seq uint64, plaintext, ad []byte) []byte {
+	n := k.nonce(seq)
+	return k.aead.Seal(dst, n[:], plaintext, ad)
+}
+
+func (k *TrafficKeys) open(dst []byte, seq uint64, sealed, ad []byte) ([]byte, error) {
+	n := k.nonce(seq)
+	out, err := k.aead.Open(dst, n[:], sealed, ad)
+	if err != nil {
+		return nil, ErrAuthentication
+	}
+	return out, nil
+}
+
+// Overhead is what sealing adds to a plaintext at most.
+func (k *TrafficKeys) Overhead() int { return k.aead.Overhead() }
+
+// epochKeys is everything both sides hold for one epoch.
+type epochKeys struct {
+	number     uint32
+	suite      Suite
+	transcript []byte // transcript hash that produced this epoch
+	chain      []byte
+	c2s, s2c   *TrafficKeys
+}
+
+func newEpochKeys(s Suite, number uint32, shared, prevChain, transcript []byte) (*epochKeys, error) {
+	sec := DeriveEpoch(s.Hash, shared, prevChain, transcript)
+	c2s, err := deriveTraffic(s, sec.Secret, clientToServer)
+	if err != nil {
+		return nil, err
+	}
+	s2c, err := deriveTraffic(s, sec.Secret, serverToClient)
+	if err != nil {
+		return nil, err
+	}
+	return &epochKeys{number: number, suite: s, transcript: transcript, chain: sec.Chain, c2s: c2s, s2c: s2c}, nil
+}
