@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/caddyserver/xcaddy"
 )
@@ -45,12 +47,60 @@ func run(config, output, local string, noPlugins bool) error {
 	}
 	if noPlugins {
 		b.Plugins, b.Replacements = nil, nil
-	} else if local != "" {
-		abs, err := filepath.Abs(local)
-		if err != nil {
-			return err
-		}
-		b.Replacements = append(b.Replacements, xcaddy.NewReplace(modulePath, abs))
+		return b.Build(context.Background(), output)
 	}
+	if local == "" {
+		return b.Build(context.Background(), output)
+	}
+	abs, err := filepath.Abs(local)
+	if err != nil {
+		return err
+	}
+	b.Replacements = append(b.Replacements, xcaddy.NewReplace(modulePath, abs))
+	// xcaddy resolves the plugin's import with `go get` before it tidies,
+	// and asks the module proxy for the unpublished module path. A proxy
+	// that answers "not found" lets the replacement win, but one that
+	// answers "forbidden" (as some mirrors do) stops the build. So fetch
+	// every module the build needs first, then let xcaddy work from the
+	// module cache alone.
+	if err := prefetchModules(b, abs); err != nil {
+		return err
+	}
+	os.Setenv("GOPROXY", "off")
 	return b.Build(context.Background(), output)
+}
+
+// prefetchModules tidies, in a scratch module, the same main package that
+// xcaddy generates, which downloads every module the build needs into the
+// module cache.
+func prefetchModules(b xcaddy.Builder, localModule string) error {
+	dir, err := os.MkdirTemp("", "buildcaddy-prefetch-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var imports strings.Builder
+	for _, p := range b.Plugins {
+		fmt.Fprintf(&imports, "\t_ %q\n", p.PackagePath)
+	}
+	mainGo := "package main\n\nimport (\n\tcaddycmd \"github.com/caddyserver/caddy/v2/cmd\"\n\t_ \"github.com/caddyserver/caddy/v2/modules/standard\"\n" +
+		imports.String() + ")\n\nfunc main() { caddycmd.Main() }\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(mainGo), 0o644); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"mod", "init", "caddy"},
+		{"mod", "edit", "-replace", modulePath + "=" + localModule},
+		{"get", "github.com/caddyserver/caddy/v2@" + b.CaddyVersion},
+		{"mod", "tidy"},
+	}
+	for _, args := range steps {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	return nil
 }

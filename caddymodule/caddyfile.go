@@ -1,0 +1,126 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("drm", parseCaddyfile)
+	// Before reverse_proxy and file_server, whose media it guards, so no
+	// route block is needed.
+	httpcaddyfile.RegisterDirectiveOrder("drm", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	drm [<prefix>] {
+//		prefix               <path>
+//		origin_path          <path>
+//		catalog_file         <name>
+//		identity             <certificate.pem> <key.pem>
+//		suites               <suite...>
+//		chunk_size           <size>
+//		rekey_after_chunks   <count>
+//		rekey_after_bytes    <size>
+//		rekey_after_age      <duration>
+//		session_idle_timeout <duration>
+//		max_sessions         <count>
+//	}
+//
+// Sizes accept units (256KiB, 1GiB); durations Caddy's syntax (90s, 1h).
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		h.Prefix = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for d.NextBlock(0) {
+		key := d.Val()
+		switch key {
+		case "prefix", "origin_path", "catalog_file":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch key {
+			case "prefix":
+				h.Prefix = v
+			case "origin_path":
+				h.OriginPath = v
+			default:
+				h.CatalogFile = v
+			}
+		case "identity":
+			if !d.AllArgs(&h.Certificate, &h.Key) {
+				return d.ArgErr()
+			}
+		case "suites":
+			h.Suites = d.RemainingArgs()
+			if len(h.Suites) == 0 {
+				return d.ArgErr()
+			}
+		case "chunk_size", "rekey_after_bytes":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil {
+				return d.Errf("%s: %v", key, err)
+			}
+			if key == "chunk_size" {
+				if n > 1<<30 {
+					return d.Errf("chunk_size %s is too large", v)
+				}
+				h.ChunkSize = int(n)
+			} else {
+				h.RekeyAfterBytes = n
+			}
+		case "rekey_after_chunks", "max_sessions":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return d.Errf("%s: want a positive count, got %q", key, v)
+			}
+			if key == "max_sessions" {
+				h.MaxSessions = int(n)
+			} else {
+				h.RekeyAfterChunks = uint32(n)
+			}
+		case "rekey_after_age", "session_idle_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("%s: want a positive duration, got %q", key, v)
+			}
+			if key == "rekey_after_age" {
+				h.RekeyAfterAge = caddy.Duration(dur)
+			} else {
+				h.SessionIdleTimeout = caddy.Duration(dur)
+			}
+		default:
+			return d.Errf("unknown drm option %q", key)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,241 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// The catalog is built from what the origin offers, through sub-requests
+// like the media itself:
+//
+//   - a catalog file (default "catalog.json" under the origin path): a JSON
+//     array of {"id", "title", "duration", "content_type"}; it names the
+//     media and gives titles and durations;
+//   - a JSON directory listing of the origin path, as Caddy's file_server
+//     with `browse` answers to "Accept: application/json" (directly or
+//     behind reverse_proxy), walked into subdirectories; it gives sizes
+//     and finds media without a catalog entry.
+//
+// With both, the file's entries are completed by the listing; with only
+// the file, sizes come from a one-byte Range request per item. Only media
+// in the catalog can be requested, so nothing else of the origin (the
+// catalog file, a README, …) is reachable through the protocol.
+
+const (
+	catalogTTL        = 30 * time.Second
+	catalogMissTTL    = 2 * time.Second // refresh at most this often on an unknown id
+	maxCatalogBytes   = 4 << 20
+	maxListingDepth   = 4
+	maxCatalogEntries = 10000
+)
+
+// catalogEntry is one item of a catalog file.
+type catalogEntry struct {
+	ID          string  `json:"id"`
+	Title       string  `json:"title,omitempty"`
+	Duration    float64 `json:"duration,omitempty"`
+	ContentType string  `json:"content_type,omitempty"`
+}
+
+// listingEntry is one item of Caddy's JSON directory listing.
+type listingEntry struct {
+	Name  string `json:"name"`
+	Size  int64  `json:"size"`
+	IsDir bool   `json:"is_dir"`
+}
+
+// mediaTypes maps the extensions the catalog lists to their media type;
+// players (and browsers' <audio>) need the right one.
+var mediaTypes = map[string]string{
+	".flac": "audio/flac",
+	".mp3":  "audio/mpeg",
+	".opus": "audio/ogg; codecs=opus",
+	".ogg":  "audio/ogg",
+	".oga":  "audio/ogg",
+	".wav":  "audio/wav",
+	".m4a":  "audio/mp4",
+	".aac":  "audio/aac",
+	".weba": "audio/webm",
+	".webm": "video/webm",
+	".mka":  "audio/x-matroska",
+	".mkv":  "video/x-matroska",
+	".mp4":  "video/mp4",
+}
+
+func contentTypeFor(id string) (string, bool) {
+	ext := strings.ToLower(path.Ext(id))
+	if t, ok := mediaTypes[ext]; ok {
+		return t, true
+	}
+	if t := mime.TypeByExtension(ext); strings.HasPrefix(t, "audio/") || strings.HasPrefix(t, "video/") {
+		return t, true
+	}
+	return "application/octet-stream", false
+}
+
+// catalog caches the origin's catalog for one handler.
+type catalog struct {
+	originPath, file string
+
+	mu      sync.Mutex
+	items   []protocol.MediaInfo
+	byID    map[string]int
+	fetched time.Time
+}
+
+// list returns the catalog, refreshing it when older than catalogTTL.
+func (c *catalog) list(r *http.Request, next caddyhttp.Handler) ([]protocol.MediaInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.items != nil && time.Since(c.fetched) < catalogTTL {
+		return c.items, nil
+	}
+	return c.refreshLocked(r, next)
+}
+
+// lookup finds one item, refreshing a stale or missing catalog (at most
+// every catalogMissTTL for unknown ids, so they cannot hammer the origin).
+func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (protocol.MediaInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	age := time.Since(c.fetched)
+	if i, ok := c.byID[id]; ok && age < catalogTTL {
+		return c.items[i], nil
+	}
+	if c.items == nil || age >= catalogMissTTL {
+		if _, err := c.refreshLocked(r, next); err != nil {
+			return protocol.MediaInfo{}, err
+		}
+	}
+	if i, ok := c.byID[id]; ok {
+		return c.items[i], nil
+	}
+	return protocol.MediaInfo{}, fmt.Errorf("%w: %q is not in the catalog", ErrOriginNotFound, id)
+}
+
+func (c *catalog) refreshLocked(r *http.Request, next caddyhttp.Handler) ([]protocol.MediaInfo, error) {
+	entries, fileErr := c.readFile(r, next)
+	listed, listErr := c.readListing(r, next, "", 0, map[string]int64{})
+	if fileErr != nil && listErr != nil {
+		return nil, fmt.Errorf("%w: the origin offers neither a catalog file (%v) nor a JSON directory listing (%v)", ErrOrigin, fileErr, listErr)
+	}
+	byID := map[string]int{}
+	var items []protocol.MediaInfo
+	add := func(m protocol.MediaInfo) {
+		if _, dup := byID[m.ID]; dup || len(items) >= maxCatalogEntries {
+			return
+		}
+		byID[m.ID] = len(items)
+		items = append(items, m)
+	}
+	for _, e := range entries {
+		m := protocol.MediaInfo{ID: e.ID, Title: e.Title, Duration: e.Duration, ContentType: e.ContentType, Size: -1}
+		if size, ok := listed[e.ID]; ok {
+			m.Size = size
+		} else if s, err := fetchRange(r, next, originPathFor(c.originPath, e.ID), 0, 1, make([]byte, 0, 1)); err == nil {
+			m.Size = s.total
+		} else {
+			continue // listed in the file but not served by the origin
+		}
+		add(m)
+	}
+	ids := make([]string, 0, len(listed))
+	for id := range listed {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		add(protocol.MediaInfo{ID: id, Size: listed[id]})
+	}
+	for i := range items {
+		m := &items[i]
+		if m.Title == "" {
+			m.Title = strings.TrimSuffix(path.Base(m.ID), path.Ext(m.ID))
+		}
+		if m.ContentType == "" {
+			m.ContentType, _ = contentTypeFor(m.ID)
+		}
+	}
+	if items == nil {
+		items = []protocol.MediaInfo{}
+	}
+	c.items, c.byID, c.fetched = items, byID, time.Now()
+	return items, nil
+}
+
+func (c *catalog) readFile(r *http.Request, next caddyhttp.Handler) ([]catalogEntry, error) {
+	if c.file == "" {
+		return nil, errors.New("no catalog file configured")
+	}
+	status, _, body, err := fetchWhole(r, next, originPathFor(c.originPath, c.file), "application/json", maxCatalogBytes)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %d", c.file, status)
+	}
+	var entries []catalogEntry
+	if err := json.Unmarshal(body, &entries); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.file, err)
+	}
+	valid := entries[:0]
+	for _, e := range entries {
+		if protocol.ValidMediaID(e.ID) == nil && e.ID != c.file {
+			valid = append(valid, e)
+		}
+	}
+	return valid, nil
+}
+
+// readListing walks the origin's JSON directory listing from dir (relative
+// to the origin path) and records media files with their sizes.
+func (c *catalog) readListing(r *http.Request, next caddyhttp.Handler, dir string, depth int, out map[string]int64) (map[string]int64, error) {
+	p := originPathFor(c.originPath, dir) + "/"
+	status, header, body, err := fetchWhole(r, next, p, "application/json", maxCatalogBytes)
+	if err != nil {
+		return out, err
+	}
+	if status != http.StatusOK || !strings.HasPrefix(header.Get("Content-Type"), "application/json") {
+		return out, fmt.Errorf("%s answered %d %s", p, status, header.Get("Content-Type"))
+	}
+	var entries []listingEntry
+	if err := json.Unmarshal(body, &entries); err != nil {
+		return out, fmt.Errorf("listing of %s: %w", p, err)
+	}
+	for _, e := range entries {
+		name, err := url.PathUnescape(strings.TrimSuffix(e.Name, "/"))
+		if err != nil || name == "" || strings.Contains(name, "/") {
+			continue
+		}
+		id := name
+		if dir != "" {
+			id = dir + "/" + name
+		}
+		if protocol.ValidMediaID(id) != nil || len(out) >= maxCatalogEntries {
+			continue
+		}
+		if e.IsDir {
+			if depth < maxListingDepth {
+				c.readListing(r, next, id, depth+1, out) // a subdirectory that fails to list is skipped
+			}
+			continue
+		}
+		if _, media := contentTypeFor(id); media {
+			out[id] = e.Size
+		}
+	}
+	return out, nil
+}

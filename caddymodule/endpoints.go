@@ -1,0 +1,204 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// serveHandshake answers a ClientHello with a signed ServerHello and
+// stores the new session.
+func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r, protocol.MaxHandshakeSize)
+	if err != nil {
+		return h.fail(w, http.StatusBadRequest, err)
+	}
+	sess, reply, err := h.server.Accept(body)
+	if err != nil {
+		metricHandshakes.WithLabelValues("", "refused").Inc()
+		return h.fail(w, http.StatusBadRequest, err)
+	}
+	if err := h.sessions.Add(sess); err != nil {
+		w.Header().Set("Retry-After", "10")
+		return h.fail(w, http.StatusServiceUnavailable, err)
+	}
+	metricHandshakes.WithLabelValues(sess.Suite.Name(), "ok").Inc()
+	h.logger.Info("session opened",
+		zap.String("session", sessionLabel(sess.ID)),
+		zap.String("suite", sess.Suite.Name()),
+		zap.String("remote", r.RemoteAddr))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(reply)))
+	_, err = w.Write(reply)
+	return err
+}
+
+// serveSessionRequest authenticates a request envelope and dispatches it.
+func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, want protocol.MessageType) error {
+	body, err := readBody(w, r, protocol.MaxRequestSize)
+	if err != nil {
+		return h.fail(w, http.StatusBadRequest, err)
+	}
+	hdr, err := protocol.ParseRequestHeader(body)
+	if err != nil {
+		return h.fail(w, http.StatusBadRequest, err)
+	}
+	if hdr.Type != want {
+		return h.fail(w, http.StatusBadRequest, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, hdr.Type, want))
+	}
+	sess, ok := h.sessions.Get(hdr.SessionID)
+	if !ok {
+		return h.fail(w, http.StatusForbidden, protocol.ErrUnknownSession)
+	}
+	payload, err := sess.OpenRequest(hdr, body)
+	if err != nil {
+		return h.fail(w, statusFor(err), err)
+	}
+	switch hdr.Type {
+	case protocol.MsgChunk:
+		return h.serveChunk(w, r, next, sess, hdr, payload)
+	case protocol.MsgCatalog:
+		items, err := h.catalog.list(r, next)
+		if err != nil {
+			return h.fail(w, http.StatusBadGateway, err)
+		}
+		js, err := json.Marshal(items)
+		if err != nil {
+			return h.fail(w, http.StatusInternalServerError, err)
+		}
+		return h.writeReply(w, sess, hdr, js)
+	case protocol.MsgRekey:
+		reply, err := sess.Rekey(hdr, payload)
+		if err != nil {
+			return h.fail(w, statusFor(err), err)
+		}
+		metricRekeys.Inc()
+		h.logger.Debug("session rekeyed", zap.String("session", sessionLabel(sess.ID)), zap.Uint32("epoch", hdr.Epoch+1))
+		return h.writeBinary(w, reply)
+	case protocol.MsgClose:
+		h.sessions.Delete(sess.ID)
+		h.logger.Info("session closed", zap.String("session", sessionLabel(sess.ID)))
+		return h.writeReply(w, sess, hdr, nil)
+	}
+	return h.fail(w, http.StatusBadRequest, protocol.ErrWrongMessage)
+}
+
+// serveChunk reads one chunk from the origin and sends it sealed.
+func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, sess *protocol.ServerSession, hdr protocol.RequestHeader, payload []byte) error {
+	req, err := protocol.ParseChunkRequest(payload)
+	if err != nil {
+		return h.fail(w, http.StatusBadRequest, err)
+	}
+	if _, err := h.catalog.lookup(r, next, req.MediaID); err != nil {
+		return h.fail(w, statusFor(err), err)
+	}
+	cs := int64(sess.ChunkSize)
+	if req.Index > uint64(1<<62)/uint64(cs) {
+		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d", ErrOutOfRange, req.Index))
+	}
+	plain := h.getBuf()
+	defer h.putBuf(plain)
+	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(req.Index)*cs, cs, *plain)
+	if err != nil {
+		return h.fail(w, statusFor(err), err)
+	}
+	sealedBuf := h.getBuf()
+	defer h.putBuf(sealedBuf)
+	sealed, err := sess.SealChunk((*sealedBuf)[:0], hdr, req.MediaID, req.Index, uint64(slice.total), slice.data)
+	if err != nil {
+		return h.fail(w, statusFor(err), err)
+	}
+	metricChunks.Inc()
+	metricChunkBytes.Add(float64(len(slice.data)))
+	return h.writeBinary(w, sealed)
+}
+
+func (h *Handler) writeReply(w http.ResponseWriter, sess *protocol.ServerSession, hdr protocol.RequestHeader, payload []byte) error {
+	sealed, err := sess.SealReply(hdr, payload)
+	if err != nil {
+		return h.fail(w, statusFor(err), err)
+	}
+	return h.writeBinary(w, sealed)
+}
+
+func (h *Handler) writeBinary(w http.ResponseWriter, b []byte) error {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	_, err := w.Write(b)
+	return err
+}
+
+func (h *Handler) getBuf() *[]byte { return h.bufs.Get().(*[]byte) }
+
+func (h *Handler) putBuf(b *[]byte) {
+	*b = (*b)[:0]
+	h.bufs.Put(b)
+}
+
+// fail reports err to the client — the status, and a Drm-Error header with
+// the protocol's error code and the reason — and returns it as a
+// caddyhttp.Error so that Caddy logs it and handle_errors can see it.
+func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
+	code := protocol.ErrorCode(err)
+	if code == "" {
+		code = localCode(err)
+	}
+	reason := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, err.Error())
+	w.Header().Set("Drm-Error", code+": "+reason)
+	metricErrors.WithLabelValues(code).Inc()
+	return caddyhttp.Error(status, err)
+}
+
+// localCode names the handler's own errors for the Drm-Error header.
+func localCode(err error) string {
+	switch {
+	case errors.Is(err, ErrOriginNotFound):
+		return "not-found"
+	case errors.Is(err, ErrOutOfRange):
+		return "out-of-range"
+	case errors.Is(err, ErrTooManySessions):
+		return "busy"
+	case errors.Is(err, errRawAccess):
+		return "forbidden"
+	case errors.Is(err, ErrOrigin):
+		return "origin"
+	}
+	return "internal"
+}
+
+// statusFor maps errors to HTTP statuses: 4xx for anything the client
+// sent or must fix (rekey, new handshake), 5xx only for origin trouble.
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, protocol.ErrAuthentication), errors.Is(err, protocol.ErrUnknownSession):
+		return http.StatusForbidden
+	case errors.Is(err, protocol.ErrReplay), errors.Is(err, protocol.ErrEpochRetired), errors.Is(err, protocol.ErrRekeyRequired):
+		return http.StatusConflict
+	case errors.Is(err, ErrOriginNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrOutOfRange):
+		return http.StatusRequestedRangeNotSatisfiable
+	case errors.Is(err, ErrOrigin):
+		return http.StatusBadGateway
+	}
+	return http.StatusBadRequest
+}
+
+// sessionLabel is a short, loggable form of a session id (its first 8
+// bytes); the id is not a secret, but logs need not carry all of it.
+func sessionLabel(id [protocol.SessionIDSize]byte) string {
+	return fmt.Sprintf("%x", id[:8])
+}

@@ -1,0 +1,259 @@
+// Package caddymodule is the caddy-drm Caddy module: the http.handlers.drm
+// middleware that serves media from whatever handler follows it (file_server,
+// reverse_proxy, …) only through the caddy-drm protocol, and the
+// `caddy drm` command.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-drm/caddy-drm/keystore"
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the drm middleware. It answers the protocol's endpoints under
+// Prefix and refuses every other request on its route, so the raw media of
+// the handlers after it are reachable only encrypted, chunk by chunk.
+type Handler struct {
+	// Prefix is the path under which the protocol's endpoints live
+	// ({prefix}/v1/handshake, …/catalog, …/chunk, …/rekey, …/close).
+	// Default: "/drm".
+	Prefix string `json:"prefix,omitempty"`
+
+	// OriginPath is the path, as the next handler sees it, under which
+	// media ids are resolved: media "a/b.flac" is read from
+	// {origin_path}/a/b.flac with Range sub-requests. Default: "/".
+	OriginPath string `json:"origin_path,omitempty"`
+
+	// CatalogFile is the catalog file under OriginPath (JSON array of
+	// {"id","title","duration","content_type"}). Default: "catalog.json".
+	// The origin's JSON directory listing, where it has one, completes it.
+	CatalogFile string `json:"catalog_file,omitempty"`
+
+	// Certificate and Key are PEM files of the server's identity (the
+	// certificate chain, leaf first, and its private key). When both are
+	// empty, a development PKI is made on first run in Caddy's data
+	// directory (drm/pki), like `tls internal`; clientproxy pins its
+	// root.crt.
+	Certificate string `json:"certificate,omitempty"`
+	Key         string `json:"key,omitempty"`
+
+	// Suites are the accepted cipher suites in order of preference, e.g.
+	// "X25519MLKEM768_AES128_GCM_SHA256". Default: protocol.DefaultSuites.
+	Suites []string `json:"suites,omitempty"`
+
+	// ChunkSize is the plaintext size of a chunk in bytes. Default 256 KiB.
+	ChunkSize int `json:"chunk_size,omitempty"`
+
+	// RekeyAfterChunks, RekeyAfterBytes and RekeyAfterAge limit one key
+	// epoch; at whichever comes first the client must rekey. Defaults: 500
+	// chunks, 1 GiB, 1 hour.
+	RekeyAfterChunks uint32         `json:"rekey_after_chunks,omitempty"`
+	RekeyAfterBytes  uint64         `json:"rekey_after_bytes,omitempty"`
+	RekeyAfterAge    caddy.Duration `json:"rekey_after_age,omitempty"`
+
+	// SessionIdleTimeout ends sessions unused for this long. Default 10m.
+	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
+
+	// MaxSessions bounds the sessions held; handshakes beyond it get 503.
+	// Default 100000.
+	MaxSessions int `json:"max_sessions,omitempty"`
+
+	server   protocol.ServerConfig
+	sessions SessionStore
+	poolKey  string
+	catalog  *catalog
+	bufs     *sync.Pool // chunk-sized buffers
+	logger   *zap.Logger
+}
+
+// sessionPool keeps session stores across config reloads, so a reload does
+// not end every listener's session.
+var sessionPool = caddy.NewUsagePool()
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.drm",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, loads (or makes) the identity and joins the
+// session store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.setDefaults()
+	suites, err := protocol.ParseSuites(h.Suites)
+	if err != nil {
+		return err
+	}
+	id, err := h.loadIdentity()
+	if err != nil {
+		return err
+	}
+	h.server = protocol.ServerConfig{
+		Suites:    suites,
+		Identity:  protocol.Identity{Signer: id.Signer, Chain: id.Chain},
+		ChunkSize: h.ChunkSize,
+		Limits: protocol.EpochLimits{
+			Chunks:     h.RekeyAfterChunks,
+			Bytes:      h.RekeyAfterBytes,
+			AgeSeconds: uint32(time.Duration(h.RekeyAfterAge) / time.Second),
+		},
+	}
+	h.catalog = &catalog{originPath: h.OriginPath, file: h.CatalogFile}
+	bufSize := h.ChunkSize + protocol.ResponseHeaderSize + 64
+	h.bufs = &sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+
+	h.poolKey = fmt.Sprintf("sessions|%s|%v|%d", h.Prefix, h.SessionIdleTimeout, h.MaxSessions)
+	store, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newMemoryStore(time.Duration(h.SessionIdleTimeout), h.MaxSessions), nil
+	})
+	if err != nil {
+		return err
+	}
+	h.sessions = store.(SessionStore)
+	registerMetrics(ctx)
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.Prefix == "" {
+		h.Prefix = "/drm"
+	}
+	h.Prefix = "/" + strings.Trim(h.Prefix, "/")
+	if h.OriginPath == "" {
+		h.OriginPath = "/"
+	}
+	if h.CatalogFile == "" {
+		h.CatalogFile = "catalog.json"
+	}
+	if len(h.Suites) == 0 {
+		h.Suites = protocol.SuiteNames(protocol.DefaultSuites())
+	}
+	if h.ChunkSize == 0 {
+		h.ChunkSize = protocol.DefaultChunkSize
+	}
+	if h.RekeyAfterChunks == 0 {
+		h.RekeyAfterChunks = protocol.DefaultRekeyChunks
+	}
+	if h.RekeyAfterBytes == 0 {
+		h.RekeyAfterBytes = protocol.DefaultRekeyBytes
+	}
+	if h.RekeyAfterAge == 0 {
+		h.RekeyAfterAge = caddy.Duration(protocol.DefaultRekeyAge)
+	}
+	if h.SessionIdleTimeout == 0 {
+		h.SessionIdleTimeout = caddy.Duration(10 * time.Minute)
+	}
+	if h.MaxSessions == 0 {
+		h.MaxSessions = 100000
+	}
+}
+
+func (h *Handler) loadIdentity() (*keystore.Identity, error) {
+	cert, key := h.Certificate, h.Key
+	if (cert == "") != (key == "") {
+		return nil, errors.New("drm: certificate and key go together")
+	}
+	if cert == "" {
+		files, err := keystore.InitPKI(filepath.Join(caddy.AppDataDir(), "drm", "pki"), keystore.PKIOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("drm: development PKI: %w", err)
+		}
+		h.logger.Info("using the development PKI; clients pin its root",
+			zap.String("root_ca", files.RootCert))
+		cert, key = files.ServerCert, files.ServerKey
+	}
+	id, err := keystore.LoadIdentity(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("drm: %w", err)
+	}
+	return id, nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if h.ChunkSize < protocol.MinChunkSize || h.ChunkSize > protocol.MaxChunkSize {
+		return fmt.Errorf("drm: chunk_size %d outside [%d, %d]", h.ChunkSize, protocol.MinChunkSize, protocol.MaxChunkSize)
+	}
+	if h.RekeyAfterBytes < uint64(h.ChunkSize) {
+		return fmt.Errorf("drm: rekey_after_bytes %d is less than one chunk", h.RekeyAfterBytes)
+	}
+	if h.MaxSessions < 1 {
+		return fmt.Errorf("drm: max_sessions must be positive")
+	}
+	return nil
+}
+
+// Cleanup releases this config's hold on the session store.
+func (h *Handler) Cleanup() error {
+	if h.poolKey == "" {
+		return nil
+	}
+	_, err := sessionPool.Delete(h.poolKey)
+	return err
+}
+
+// ServeHTTP routes protocol requests and refuses everything else.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	endpoint, ok := strings.CutPrefix(r.URL.Path, h.Prefix+"/v1/")
+	if !ok {
+		return h.fail(w, http.StatusForbidden, errRawAccess)
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return h.fail(w, http.StatusMethodNotAllowed, fmt.Errorf("%w: %s %s", protocol.ErrMalformed, r.Method, r.URL.Path))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	switch endpoint {
+	case "handshake":
+		return h.serveHandshake(w, r)
+	case "catalog":
+		return h.serveSessionRequest(w, r, next, protocol.MsgCatalog)
+	case "chunk":
+		return h.serveSessionRequest(w, r, next, protocol.MsgChunk)
+	case "rekey":
+		return h.serveSessionRequest(w, r, next, protocol.MsgRekey)
+	case "close":
+		return h.serveSessionRequest(w, r, next, protocol.MsgClose)
+	}
+	return h.fail(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
+}
+
+var errRawAccess = errors.New("drm: only the drm protocol is served here; media are not available in the clear")
+
+// readBody reads at most limit bytes of the request body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the body: %v", protocol.ErrMalformed, err)
+	}
+	return body, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)

@@ -1,0 +1,48 @@
+package caddymodule
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collectors are created once and registered in every config's registry
+// (ctx.GetMetricsRegistry is new for each config load).
+var (
+	metricHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "handshakes_total",
+		Help: "Handshakes by negotiated suite and result.",
+	}, []string{"suite", "result"})
+	metricRekeys = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "rekeys_total",
+		Help: "Key epochs started by rekeys.",
+	})
+	metricChunks = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "chunks_total",
+		Help: "Chunks sealed and sent.",
+	})
+	metricChunkBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "chunk_plaintext_bytes_total",
+		Help: "Plaintext bytes sent in chunks.",
+	})
+	metricErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "errors_total",
+		Help: "Refused or failed requests by Drm-Error code.",
+	}, []string{"code"})
+)
+
+func registerMetrics(ctx caddy.Context) {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{metricHandshakes, metricRekeys, metricChunks, metricChunkBytes, metricErrors} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				caddy.Log().Warn("drm: registering metrics: " + err.Error())
+			}
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package caddymodule
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// SessionStore holds the server side of live sessions. It is an interface
+// so that a store shared by several Caddy nodes can replace the in-memory
+// one without touching the handler.
+type SessionStore interface {
+	// Get returns a live session and marks it used.
+	Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSession, bool)
+	// Add stores a new session, or fails with ErrTooManySessions.
+	Add(s *protocol.ServerSession) error
+	// Delete ends a session (client close).
+	Delete(id [protocol.SessionIDSize]byte)
+	// Len is the number of sessions held.
+	Len() int
+}
+
+// ErrTooManySessions is returned when the store is full of live sessions.
+// The server refuses new handshakes rather than evicting live sessions, so
+// a flood of handshakes cannot push paying listeners out.
+var ErrTooManySessions = errors.New("drm: too many sessions")
+
+// memoryStore is the default, in-process SessionStore: a map with an idle
+// timeout, swept lazily when full and periodically by a janitor.
+type memoryStore struct {
+	idle time.Duration
+	max  int
+	now  func() time.Time
+
+	mu       sync.Mutex
+	sessions map[[protocol.SessionIDSize]byte]*storedSession
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+type storedSession struct {
+	s        *protocol.ServerSession
+	lastUsed time.Time
+}
+
+func newMemoryStore(idle time.Duration, maxSessions int) *memoryStore {
+	m := &memoryStore{
+		idle:     idle,
+		max:      maxSessions,
+		now:      time.Now,
+		sessions: make(map[[protocol.SessionIDSize]byte]*storedSession),
+		stop:     make(chan struct{}),
+	}
+	go m.janitor(max(idle/4, time.Second))
+	return m
+}
+
+func (m *memoryStore) Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSession, bool) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.sessions[id]
+	if !ok {
+		return nil, false
+	}
+	if now.Sub(e.lastUsed) > m.idle {
+		delete(m.sessions, id)
+		return nil, false
+	}
+	e.lastUsed = now
+	return e.s, true
+}
+
+func (m *memoryStore) Add(s *protocol.ServerSession) error {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.sessions) >= m.max {
+		m.sweepLocked(now)
+		if len(m.sessions) >= m.max {
+			return ErrTooManySessions
+		}
+	}
+	m.sessions[s.ID] = &storedSession{s: s, lastUsed: now}
+	return nil
+}
+
+func (m *memoryStore) Delete(id [protocol.SessionIDSize]byte) {
+	m.mu.Lock()
+	delete(m.sessions, id)
+	m.mu.Unlock()
+}
+
+func (m *memoryStore) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.sessions)
+}
+
+func (m *memoryStore) sweepLocked(now time.Time) {
+	for id, e := range m.sessions {
+		if now.Sub(e.lastUsed) > m.idle {
+			delete(m.sessions, id)
+		}
+	}
+}
+
+func (m *memoryStore) janitor(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			now := m.now()
+			m.mu.Lock()
+			m.sweepLocked(now)
+			m.mu.Unlock()
+		}
+	}
+}
+
+// Destruct stops the janitor; the UsagePool calls it when the last config
+// using the store is unloaded.
+func (m *memoryStore) Destruct() error {
+	m.stopOnce.Do(func() { close(m.stop) })
+	return nil
+}

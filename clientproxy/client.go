@@ -1,0 +1,343 @@
+package clientproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-drm/caddy-drm/keystore"
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// ClientOptions configure the protocol client.
+type ClientOptions struct {
+	// ServerURL is the drm handler's prefix, e.g. http://127.0.0.1:8080/drm.
+	ServerURL string
+	// Roots are the pinned CAs the server's certificate must chain to.
+	Roots *x509.CertPool
+	// ServerName is the name the server's certificate must carry; the
+	// host of ServerURL when empty.
+	ServerName string
+	// Suites are offered in this order; protocol.DefaultSuites when nil.
+	Suites []protocol.Suite
+	// HTTPClient carries the requests; a pooled client when nil.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// Client speaks the caddy-drm protocol to one server and implements
+// Source: it runs the handshake on first use, rekeys when the server asks,
+// opens a new session when the old one expires, and returns only chunks
+// that authenticate. It is safe for concurrent use.
+type Client struct {
+	opts   ClientOptions
+	base   string
+	http   *http.Client
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	sess  *protocol.ClientSession
+	sizes map[string]int64 // media sizes from the catalog
+
+	renewMu    sync.Mutex  // one handshake at a time
+	rekeyMu    sync.Mutex  // one rekey at a time
+	earlyRekey atomic.Bool // a background rekey is running
+}
+
+// maxAttempts bounds the retries of one request across rekeys and new
+// sessions.
+const maxAttempts = 4
+
+// NewClient checks the options and makes a client; no request is sent yet.
+func NewClient(opts ClientOptions) (*Client, error) {
+	u, err := url.Parse(opts.ServerURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("clientproxy: server URL %q is not an http(s) URL", opts.ServerURL)
+	}
+	if opts.Roots == nil {
+		return nil, errors.New("clientproxy: no pinned root CA")
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = u.Hostname()
+	}
+	if opts.Suites == nil {
+		opts.Suites = protocol.DefaultSuites()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 32
+		t.DisableCompression = true // sealed bytes do not compress
+		hc = &http.Client{Transport: t, Timeout: time.Minute}
+	}
+	return &Client{
+		opts:   opts,
+		base:   strings.TrimSuffix(opts.ServerURL, "/") + "/v1/",
+		http:   hc,
+		logger: opts.Logger,
+		sizes:  map[string]int64{},
+	}, nil
+}
+
+// Catalog fetches the server's catalog.
+func (c *Client) Catalog(ctx context.Context) ([]protocol.MediaInfo, error) {
+	var items []protocol.MediaInfo
+	err := c.do(ctx, func(s *protocol.ClientSession) (*protocol.Request, error) {
+		return s.NewRequest(protocol.MsgCatalog, nil), nil
+	}, func(req *protocol.Request, body []byte) error {
+		payload, err := req.OpenReply(body)
+		if err != nil {
+			return err
+		}
+		items = nil
+		return json.Unmarshal(payload, &items)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	for _, it := range items {
+		c.sizes[it.ID] = it.Size
+	}
+	c.mu.Unlock()
+	return items, nil
+}
+
+// ChunkSize is the session's chunk size (it runs the handshake if needed).
+func (c *Client) ChunkSize(ctx context.Context) (int, error) {
+	s, err := c.session(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.ChunkSize, nil
+}
+
+// ReadChunk fetches, authenticates and returns chunk index of media id.
+func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte, error) {
+	if index < 0 {
+		return nil, fmt.Errorf("clientproxy: negative chunk index %d", index)
+	}
+	var data []byte
+	var soon *protocol.ResponseHeader
+	var used *protocol.ClientSession
+	err := c.do(ctx, func(s *protocol.ClientSession) (*protocol.Request, error) {
+		used = s
+		return s.NewChunkRequest(id, uint64(index))
+	}, func(req *protocol.Request, body []byte) error {
+		h, plain, err := req.OpenChunk(nil, body)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		want, known := c.sizes[id]
+		c.mu.Unlock()
+		if known && uint64(want) != h.MediaSize {
+			return fmt.Errorf("%w: %s is %d bytes in the catalog but %d in chunk %d", protocol.ErrUnexpectedReply, id, want, h.MediaSize, index)
+		}
+		if h.Flags&protocol.FlagRekeySoon != 0 {
+			soon = &h
+		}
+		data = plain
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if soon != nil && c.earlyRekey.CompareAndSwap(false, true) {
+		// Rekey ahead of the limit, off the player's path; one at a time.
+		go func() {
+			defer c.earlyRekey.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.rekey(ctx, used, soon.Epoch); err != nil {
+				c.logger.Warn("early rekey failed; will rekey at the limit", "err", err)
+			}
+		}()
+	}
+	return data, nil
+}
+
+// Close ends the session on the server, if there is one.
+func (c *Client) Close(ctx context.Context) error {
+	s := c.current()
+	if s == nil {
+		return nil
+	}
+	req := s.NewRequest(protocol.MsgClose, nil)
+	body, err := c.post(ctx, "close", req.Envelope)
+	if err == nil {
+		_, err = req.OpenReply(body)
+	}
+	c.mu.Lock()
+	if c.sess == s {
+		c.sess = nil
+	}
+	c.mu.Unlock()
+	return err
+}
+
+func (c *Client) current() *protocol.ClientSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
+
+// do sends a request built by build and hands the reply to open, and
+// recovers from the two conditions the server may impose: a key epoch at
+// its limit (rekey, then retry) and an expired session (new handshake,
+// then retry). Authentication failures are never retried.
+func (c *Client) do(ctx context.Context, build func(*protocol.ClientSession) (*protocol.Request, error), open func(*protocol.Request, []byte) error) error {
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		var s *protocol.ClientSession
+		if s, err = c.session(ctx); err != nil {
+			return err
+		}
+		var req *protocol.Request
+		if req, err = build(s); err != nil {
+			return err
+		}
+		var body []byte
+		body, err = c.post(ctx, req.Header.Type.String(), req.Envelope)
+		switch {
+		case err == nil:
+			return open(req, body)
+		case errors.Is(err, protocol.ErrRekeyRequired), errors.Is(err, protocol.ErrEpochRetired):
+			if rerr := c.rekey(ctx, s, req.Header.Epoch); rerr != nil {
+				c.logger.Info("rekey failed, starting a new session", "err", rerr)
+				c.drop(s)
+			}
+		case errors.Is(err, protocol.ErrUnknownSession):
+			c.logger.Info("session expired on the server, starting a new one")
+			c.drop(s)
+		default:
+			return err
+		}
+	}
+	return err
+}
+
+// session returns the current session, running a handshake if none.
+func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
+	if s := c.current(); s != nil {
+		return s, nil
+	}
+	c.renewMu.Lock()
+	defer c.renewMu.Unlock()
+	if s := c.current(); s != nil {
+		return s, nil // another caller finished the handshake
+	}
+	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, VerifyCertificate: c.verify}
+	hs, hello, err := cfg.Start()
+	if err != nil {
+		return nil, err
+	}
+	reply, err := c.post(ctx, "handshake", hello)
+	if err != nil {
+		return nil, fmt.Errorf("clientproxy: handshake: %w", err)
+	}
+	s, err := hs.Finish(reply)
+	if err != nil {
+		return nil, fmt.Errorf("clientproxy: handshake: %w", err)
+	}
+	c.logger.Info("session opened", "suite", s.Suite.Name(), "chunk_size", s.ChunkSize,
+		"rekey_after_chunks", s.Limits.Chunks)
+	c.mu.Lock()
+	c.sess = s
+	c.mu.Unlock()
+	return s, nil
+}
+
+func (c *Client) verify(chain [][]byte) (crypto.PublicKey, error) {
+	leaf, err := keystore.VerifyChain(chain, c.opts.Roots, c.opts.ServerName, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return leaf.PublicKey, nil
+}
+
+// drop forgets s so the next request runs a new handshake.
+func (c *Client) drop(s *protocol.ClientSession) {
+	c.mu.Lock()
+	if c.sess == s {
+		c.sess = nil
+	}
+	c.mu.Unlock()
+}
+
+// rekey moves s from epoch `from` to the next one, once: callers that
+// find the epoch already advanced return at once.
+func (c *Client) rekey(ctx context.Context, s *protocol.ClientSession, from uint32) error {
+	c.rekeyMu.Lock()
+	defer c.rekeyMu.Unlock()
+	if s.Epoch() != from || c.current() != s {
+		return nil
+	}
+	rk, err := s.StartRekey()
+	if err != nil {
+		return err
+	}
+	reply, err := c.post(ctx, "rekey", rk.Request.Envelope)
+	if err != nil {
+		return err
+	}
+	if err := rk.Finish(reply); err != nil {
+		return err
+	}
+	c.logger.Debug("rekeyed", "epoch", s.Epoch())
+	return nil
+}
+
+// maxReplySize bounds what the client reads of a reply.
+const maxReplySize = protocol.MaxChunkSize + 4096
+
+// post sends one protocol message and returns the reply body, or the
+// server's refusal as an error wrapping the protocol sentinel of its
+// Drm-Error code.
+func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte, error) {
+	ctype := "application/octet-stream"
+	if endpoint == "handshake" {
+		ctype = "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", ctype)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("clientproxy: %s: %w", endpoint, err)
+	}
+	defer resp.Body.Close()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReplySize+1))
+	if err != nil {
+		return nil, fmt.Errorf("clientproxy: %s: reading the reply: %w", endpoint, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		if code := resp.Header.Get("Drm-Error"); code != "" {
+			return nil, fmt.Errorf("clientproxy: %s: %d: %w", endpoint, resp.StatusCode, protocol.ErrorFromCode(code))
+		}
+		return nil, fmt.Errorf("clientproxy: %s: server answered %s", endpoint, resp.Status)
+	}
+	if len(reply) > maxReplySize {
+		return nil, fmt.Errorf("clientproxy: %s: reply larger than %d bytes", endpoint, maxReplySize)
+	}
+	return reply, nil
+}
+
+var _ Source = (*Client)(nil)

@@ -1,0 +1,21 @@
+package clientproxy
+
+import (
+	"context"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// Source is what the local player-facing server needs from the protected
+// channel. The protocol client (Client) implements it; tests use fakes.
+type Source interface {
+	// Catalog lists the media the server offers.
+	Catalog(ctx context.Context) ([]protocol.MediaInfo, error)
+	// ChunkSize is the plaintext size of every chunk but the last of a
+	// medium. It may run the handshake to learn it.
+	ChunkSize(ctx context.Context) (int, error)
+	// ReadChunk returns the verified plaintext of chunk index of media id.
+	// An error means the bytes could not be authenticated or fetched; no
+	// part of them may reach the player.
+	ReadChunk(ctx context.Context, id string, index int64) ([]byte, error)
+}

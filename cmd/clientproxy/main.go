@@ -1,0 +1,197 @@
+// Command clientproxy plays caddy-drm protected media with ordinary
+// players: it runs the protocol against a Caddy server with the drm module
+// and serves the verified plaintext on a loopback address, with Range
+// support, an M3U playlist and a catalog page.
+//
+//	clientproxy --server http://127.0.0.1:8080/drm --root-ca root.crt
+//	mpv http://127.0.0.1:8765/media/track.flac
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caddy-drm/caddy-drm/clientproxy"
+	"github.com/caddy-drm/caddy-drm/keystore"
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// config holds the flags; each has an environment variable of the same
+// name in upper case with a CLIENTPROXY_ prefix, which the flag overrides.
+type config struct {
+	server, rootCA, serverName, listen, suites, tlsRootCA, logLevel string
+	prefetch, cacheChunks                                           int
+	allowRemote                                                     bool
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "clientproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("clientproxy", flag.ContinueOnError)
+	str := func(p *string, name, def, usage string) {
+		fs.StringVar(p, name, envOr(name, def), usage+" (env "+envName(name)+")")
+	}
+	str(&c.server, "server", "", "drm endpoint prefix of the server, e.g. http://127.0.0.1:8080/drm (required)")
+	str(&c.rootCA, "root-ca", "", "PEM file of the root CA the server's drm certificate must chain to (required)")
+	str(&c.serverName, "server-name", "", "name the server's certificate must carry (default: the host of --server)")
+	str(&c.listen, "listen", "127.0.0.1:8765", "address to serve players on; loopback only unless --allow-remote")
+	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
+	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
+	str(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&c.prefetch, "prefetch", envInt("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player (env CLIENTPROXY_PREFETCH)")
+	fs.IntVar(&c.cacheChunks, "cache-chunks", envInt("cache-chunks", clientproxy.DefaultCacheChunks), "chunks kept in memory (env CLIENTPROXY_CACHE_CHUNKS)")
+	fs.BoolVar(&c.allowRemote, "allow-remote", os.Getenv(envName("allow-remote")) == "true", "allow --listen on a non-loopback address: anyone who reaches it can play the media (env CLIENTPROXY_ALLOW_REMOTE)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: clientproxy --server URL --root-ca FILE [flags]\n\n"+
+			"Plays caddy-drm protected media: serves GET / (catalog), /playlist.m3u and\n"+
+			"/media/{id} (with Range) on --listen, e.g. mpv http://127.0.0.1:8765/media/ID\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.server == "" || c.rootCA == "" {
+		fs.Usage()
+		return nil, errors.New("--server and --root-ca are required")
+	}
+	return c, nil
+}
+
+func envName(flagName string) string {
+	return "CLIENTPROXY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func envOr(flagName, def string) string {
+	if v, ok := os.LookupEnv(envName(flagName)); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(flagName string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(envName(flagName))); err == nil {
+		return n
+	}
+	return def
+}
+
+func run(args []string) error {
+	c, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	roots, err := keystore.LoadRoots(c.rootCA)
+	if err != nil {
+		return err
+	}
+	suites, err := protocol.ParseSuites(splitList(c.suites))
+	if err != nil {
+		return fmt.Errorf("--suites: %w", err)
+	}
+	httpClient, err := newHTTPClient(c.tlsRootCA)
+	if err != nil {
+		return err
+	}
+	client, err := clientproxy.NewClient(clientproxy.ClientOptions{
+		ServerURL: c.server, Roots: roots, ServerName: c.serverName,
+		Suites: suites, HTTPClient: httpClient, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	host, _, err := net.SplitHostPort(c.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if ip := net.ParseIP(host); !c.allowRemote && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--listen %s is not a loopback address; add --allow-remote if you mean it", c.listen)
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	srv := clientproxy.NewServer(client, clientproxy.ServerOptions{Prefetch: c.prefetch, CacheChunks: c.cacheChunks}, logger)
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("serving players", "url", "http://"+ln.Addr().String()+"/", "server", c.server)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hs.Shutdown(shutdown)
+	srv.Close()
+	if err := client.Close(shutdown); err != nil {
+		logger.Debug("closing the session", "err", err)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, f)
+	}
+	return out
+}
+
+// newHTTPClient makes the transport to the server: pooled keep-alive
+// connections, HTTP/2 over https, optional extra TLS roots.
+func newHTTPClient(tlsRootCA string) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.DisableCompression = true
+	if tlsRootCA != "" {
+		pem, err := os.ReadFile(tlsRootCA)
+		if err != nil {
+			return nil, err
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-root-ca %s holds no certificate", tlsRootCA)
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	return &http.Client{Transport: t, Timeout: time.Minute}, nil
+}

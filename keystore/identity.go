@@ -1,0 +1,250 @@
+package keystore
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+var (
+	// ErrKeyMismatch reports a private key that does not belong to the
+	// certificate it was loaded with. Signatures made with it would never
+	// verify, so it is rejected at load time rather than at first use.
+	ErrKeyMismatch = errors.New("keystore: private key does not match certificate")
+
+	// ErrUnsupportedKey reports a key type or size outside the set the
+	// protocol accepts: Ed25519, ECDSA P-256/P-384 and RSA of at least 2048
+	// bits. Refusing weaker keys here keeps them out of every peer.
+	ErrUnsupportedKey = errors.New("keystore: unsupported key")
+
+	// ErrUntrustedCertificate reports a certificate chain that does not
+	// verify to the pinned roots for the requested host and time. The
+	// underlying x509 error is wrapped as well, for errors.As.
+	ErrUntrustedCertificate = errors.New("keystore: untrusted certificate")
+)
+
+// minRSABits is the smallest RSA modulus accepted from files. Keys we
+// generate are larger; 2048 is the floor for keys operators bring.
+const minRSABits = 2048
+
+// Identity is a certificate chain and the private key of its leaf: what a
+// server needs to prove who it is.
+type Identity struct {
+	// Signer is the leaf's private key.
+	Signer crypto.Signer
+	// Chain holds the DER certificates, leaf first, as sent to peers.
+	Chain [][]byte
+	// Leaf is Chain[0], parsed.
+	Leaf *x509.Certificate
+}
+
+// LoadIdentity reads a PEM certificate file (a leaf optionally followed by
+// intermediates) and the PEM private key of the leaf. Keys may be PKCS#8
+// ("PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY") or PKCS#1 ("RSA PRIVATE KEY"),
+// so keys made by openssl or other tools work unchanged. The key must be
+// supported (ErrUnsupportedKey) and match the leaf (ErrKeyMismatch).
+func LoadIdentity(certFile, keyFile string) (*Identity, error) {
+	chain, err := readCertificates(certFile)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parseChain(chain)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %s: %w", certFile, err)
+	}
+	signer, err := readPrivateKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSupported(keyFile, signer.Public()); err != nil {
+		return nil, err
+	}
+	// All standard library public keys implement Equal.
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(certs[0].PublicKey) {
+		return nil, fmt.Errorf("%w: key in %s does not belong to the first certificate in %s",
+			ErrKeyMismatch, keyFile, certFile)
+	}
+	return &Identity{Signer: signer, Chain: chain, Leaf: certs[0]}, nil
+}
+
+// LoadRoots reads a PEM bundle of CA certificates into a pool, for use as
+// the only trust anchors of VerifyChain. Non-CA certificates are rejected
+// because the usual mistake is pinning server.crt instead of root.crt,
+// which would otherwise surface later as an obscure verification failure.
+func LoadRoots(file string) (*x509.CertPool, error) {
+	ders, err := readCertificates(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	for i, der := range ders {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("keystore: %s: certificate %d: %w", file, i, err)
+		}
+		if !cert.BasicConstraintsValid || !cert.IsCA {
+			return nil, fmt.Errorf("keystore: %s: certificate %d (%q) is not a CA certificate; pin the root (root.crt), not a server certificate",
+				file, i, cert.Subject.CommonName)
+		}
+		pool.AddCert(cert)
+	}
+	return pool, nil
+}
+
+// ParseChain parses DER certificates, leaf first. It rejects an empty
+// chain so that callers can rely on the result having a leaf.
+func ParseChain(derChain [][]byte) ([]*x509.Certificate, error) {
+	certs, err := parseChain(derChain)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	return certs, nil
+}
+
+// parseChain is ParseChain with errors left unprefixed, for callers that
+// add their own context.
+func parseChain(derChain [][]byte) ([]*x509.Certificate, error) {
+	if len(derChain) == 0 {
+		return nil, errors.New("empty certificate chain")
+	}
+	certs := make([]*x509.Certificate, len(derChain))
+	for i, der := range derChain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d of chain: %w", i, err)
+		}
+		certs[i] = cert
+	}
+	return certs, nil
+}
+
+// VerifyChain checks that chain (DER, leaf first, then intermediates)
+// leads to one of roots, that the leaf may authenticate servers, that every
+// certificate is valid at now, and, if host is not empty, that the leaf
+// names host (a DNS name or an IP address). It returns the verified leaf.
+//
+// Every rejection wraps ErrUntrustedCertificate together with the cause
+// (for instance x509.UnknownAuthorityError or x509.HostnameError). roots
+// must not be nil: x509 would fall back to the system roots, which is
+// exactly what pinning a private root is meant to prevent.
+func VerifyChain(chain [][]byte, roots *x509.CertPool, host string, now time.Time) (*x509.Certificate, error) {
+	if roots == nil {
+		return nil, errors.New("keystore: VerifyChain needs a root pool; refusing to fall back to system roots")
+	}
+	certs, err := parseChain(chain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		intermediates.AddCert(c)
+	}
+	leaf := certs[0]
+	_, err = leaf.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: intermediates,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
+	}
+	if host != "" {
+		if err := leaf.VerifyHostname(host); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
+		}
+	}
+	return leaf, nil
+}
+
+// readCertificates returns the DER bytes of every CERTIFICATE block in a
+// PEM file. Other blocks and text between blocks are skipped, so combined
+// files and openssl's human-readable dumps load too.
+func readCertificates(file string) ([][]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: read certificates: %w", err)
+	}
+	var ders [][]byte
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type == "CERTIFICATE" {
+			ders = append(ders, block.Bytes)
+		}
+	}
+	if len(ders) == 0 {
+		return nil, fmt.Errorf("keystore: %s: no CERTIFICATE PEM block found", file)
+	}
+	return ders, nil
+}
+
+// readPrivateKey returns the first private key block of a PEM file. Blocks
+// of other types are skipped, which covers the "EC PARAMETERS" block that
+// `openssl ecparam -genkey` writes before the key.
+func readPrivateKey(file string) (crypto.Signer, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: read private key: %w", err)
+	}
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, fmt.Errorf("keystore: %s: no unencrypted PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block found", file)
+		}
+		var key any
+		switch block.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keystore: %s: %s: %w", file, block.Type, err)
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok {
+			// For example an X25519 key, which can agree but not sign.
+			return nil, fmt.Errorf("%w: %s: %T cannot sign", ErrUnsupportedKey, file, key)
+		}
+		return signer, nil
+	}
+}
+
+// checkSupported enforces the key policy described at ErrUnsupportedKey
+// on the public half of the key read from file.
+func checkSupported(file string, pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return nil
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
+			return nil
+		}
+		return fmt.Errorf("%w: %s: ECDSA curve %s (want P-256 or P-384)", ErrUnsupportedKey, file, k.Curve.Params().Name)
+	case *rsa.PublicKey:
+		if k.N.BitLen() >= minRSABits {
+			return nil
+		}
+		return fmt.Errorf("%w: %s: %d-bit RSA (want at least %d)", ErrUnsupportedKey, file, k.N.BitLen(), minRSABits)
+	default:
+		return fmt.Errorf("%w: %s: %T", ErrUnsupportedKey, file, pub)
+	}
+}
