@@ -25,7 +25,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
-//	drm [<prefix>] {
+//	drm {
 //		prefix               <path>
 //		origin_path          <path>
 //		catalog_file         <name>
@@ -40,13 +40,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // Sizes accept units (256KiB, 1GiB); durations Caddy's syntax (90s, 1h).
+//
+// The directive takes no argument: a path given after it would be a
+// request matcher, and requests outside a matcher would skip drm and reach
+// the raw media. Give drm the whole site (or a whole handle block).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
-		h.Prefix = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
+		return d.Errf("drm takes no arguments (got %q); set the endpoint path with the prefix option", d.Val())
 	}
 	for d.NextBlock(0) {
 		key := d.Val()

@@ -271,7 +271,7 @@ func TestReplayWindow(t *testing.T) {
 	accept(ReplayWindowSize+6, true)
 	accept(6, true) // exactly at the window's edge, never seen
 	accept(6, false)
-	accept(5, false) // behind the window
+	accept(5, false)    // behind the window
 	accept(1<<40, true) // a jump clears the ring
 	accept(1<<40-ReplayWindowSize, true)
 	accept(1<<40-ReplayWindowSize-1, false)

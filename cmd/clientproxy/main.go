@@ -60,7 +60,7 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
 	str(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.IntVar(&c.prefetch, "prefetch", envInt("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player (env CLIENTPROXY_PREFETCH)")
+	fs.IntVar(&c.prefetch, "prefetch", envInt("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player, negative for none (env CLIENTPROXY_PREFETCH)")
 	fs.IntVar(&c.cacheChunks, "cache-chunks", envInt("cache-chunks", clientproxy.DefaultCacheChunks), "chunks kept in memory (env CLIENTPROXY_CACHE_CHUNKS)")
 	fs.BoolVar(&c.allowRemote, "allow-remote", os.Getenv(envName("allow-remote")) == "true", "allow --listen on a non-loopback address: anyone who reaches it can play the media (env CLIENTPROXY_ALLOW_REMOTE)")
 	fs.Usage = func() {

@@ -1,0 +1,59 @@
+# caddy-drm. The two commands that matter:
+#   make demo   build everything, make a dev PKI and sample media, run Caddy
+#               and clientproxy, print the mpv command
+#   make test   every test (installs mpv and ffmpeg when missing)
+
+GO        ?= go
+BIN       := bin
+FUZZTIME  ?= 3s
+FUZZ_PKGS := ./protocol ./caddymodule
+
+.PHONY: all caddy clientproxy demo deps test test-short check fuzz e2e bench clean
+
+all: caddy clientproxy
+
+# Caddy v2.11.9 with this module, from xcaddy.json (the xcaddy library,
+# with this checkout replacing the published module).
+caddy:
+	$(GO) run ./internal/tools/buildcaddy -config xcaddy.json -o $(BIN)/caddy
+
+clientproxy:
+	$(GO) build -o $(BIN)/clientproxy ./cmd/clientproxy
+
+demo: caddy clientproxy deps
+	./scripts/demo.sh
+
+deps:
+	./scripts/deps.sh
+
+# Formatting, vet, every test with the race detector (the end-to-end tests
+# build Caddy and clientproxy themselves and fail, not skip, when a tool is
+# missing), then each fuzz target briefly.
+test: deps check
+	DRM_E2E_STRICT=1 $(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz
+
+test-short:
+	$(GO) test -short ./...
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	@set -e; for pkg in $(FUZZ_PKGS); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || \
+				{ echo "$$out" | tail -40; echo "FAIL: fuzz $$pkg $$f"; exit 1; }; \
+		done; \
+	done; echo "fuzz: all targets passed"
+
+e2e: deps
+	DRM_E2E_STRICT=1 $(GO) test -race -count=1 -v ./e2e/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./protocol/
+
+clean:
+	rm -rf $(BIN) demo

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# make demo: a dev PKI and generated sample audio under demo/, Caddy with the
+# drm module running Caddyfile.example, clientproxy in front of it, a check
+# that a track plays, and the mpv command to run. No network is needed.
+# Ctrl-C stops both servers (DEMO_SECONDS=N stops them after N seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port=${DRM_DEMO_PORT:-8080}
+listen=${CLIENTPROXY_LISTEN:-127.0.0.1:8765}
+export DRM_DEMO_PORT=$port
+
+for addr in "127.0.0.1:$port" "$listen"; do
+	# Caddy binds with SO_REUSEPORT: a busy port would be shared silently.
+	if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+		echo "demo: $addr is already in use; set DRM_DEMO_PORT / CLIENTPROXY_LISTEN" >&2
+		exit 1
+	fi
+done
+
+mkdir -p demo/media
+bin/caddy drm pki init demo/pki >/dev/null
+
+# Sample audio (generated, deterministic) and a catalog with titles.
+make_track() { # file title ffmpeg-source [codec args...]
+	local file=$1 title=$2 src=$3
+	shift 3
+	if [ ! -s "demo/media/$file" ]; then
+		ffmpeg -v error -nostdin -y -f lavfi -i "$src" -ac 2 -ar 44100 "$@" "demo/media/$file"
+	fi
+	local dur
+	dur=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "demo/media/$file")
+	printf '  {"id": "%s", "title": "%s", "duration": %s}' "$file" "$title" "$dur"
+}
+{
+	echo "["
+	make_track a440.flac "A 440 Hz (FLAC)" "sine=frequency=440:duration=20"
+	echo ","
+	make_track chirp.opus "Rising chirp (Opus)" "aevalsrc=0.4*sin(2*PI*(200+40*t)*t):d=30" -c:a libopus -b:a 96k -ar 48000
+	echo ","
+	make_track chord.mp3 "Major chord (MP3)" "aevalsrc=0.2*sin(2*PI*261.6*t)+0.2*sin(2*PI*329.6*t)+0.2*sin(2*PI*392*t):d=25" -c:a libmp3lame -b:a 192k
+	echo ","
+	make_track noise.wav "Pink noise (WAV)" "anoisesrc=color=pink:amplitude=0.3:duration=15:seed=7"
+	echo
+	echo "]"
+} >demo/media/catalog.json.tmp
+mv demo/media/catalog.json.tmp demo/media/catalog.json
+
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+XDG_DATA_HOME="$PWD/demo/data" XDG_CONFIG_HOME="$PWD/demo/config" \
+	bin/caddy run --config Caddyfile.example --adapter caddyfile >demo/caddy.log 2>&1 &
+pids+=($!)
+bin/clientproxy --server "http://127.0.0.1:$port/drm" --root-ca demo/pki/root.crt --listen "$listen" >demo/clientproxy.log 2>&1 &
+pids+=($!)
+
+for _ in $(seq 50); do
+	curl -fsS -o /dev/null "http://$listen/healthz" 2>/dev/null && break
+	sleep 0.2
+done
+# A quick proof that the chain works: fetch one whole track through it.
+if ! curl -fsS -o demo/check.flac "http://$listen/media/a440.flac" || ! cmp -s demo/check.flac demo/media/a440.flac; then
+	echo "demo: the track did not come through intact; see demo/caddy.log and demo/clientproxy.log" >&2
+	exit 1
+fi
+rm -f demo/check.flac
+
+cat <<MSG
+
+caddy-drm demo is running:
+  Caddy + drm   http://127.0.0.1:$port/drm      (raw media refused: curl -i http://127.0.0.1:$port/a440.flac)
+  clientproxy   http://$listen/                 (catalog page, open it in a browser)
+
+Play it:
+  mpv http://$listen/playlist.m3u
+  mpv --start=10 http://$listen/media/chirp.opus
+
+Logs: demo/caddy.log, demo/clientproxy.log. Ctrl-C stops the demo.
+MSG
+
+if [ -n "${DEMO_SECONDS:-}" ]; then
+	sleep "$DEMO_SECONDS"
+else
+	wait -n
+fi

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the end-to-end tests need (e2e/), only when
+# some are missing. Idempotent: with everything present it only runs
+# dpkg-query and exits in well under a second. `apt-get update` runs at most
+# once, and only when something has to be installed.
+#
+#   mpv ffmpeg   player and reference decoder (ffmpeg brings ffprobe)
+set -euo pipefail
+
+pkgs=(mpv ffmpeg)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	if [[ "$status" != "install ok installed" ]]; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]} == 0)); then
+	echo "deps.sh: all present: ${pkgs[*]}"
+	exit 0
+fi
+
+sudo=()
+if [[ "$(id -u)" -ne 0 ]]; then
+	if ! command -v sudo >/dev/null 2>&1; then
+		echo "deps.sh: missing ${missing[*]}, not root and no sudo" >&2
+		exit 1
+	fi
+	sudo=(sudo)
+fi
+
+echo "deps.sh: installing ${missing[*]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y -qq --no-install-recommends \
+	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+	"${missing[@]}"
+
+for c in mpv ffmpeg ffprobe; do
+	if ! command -v "$c" >/dev/null 2>&1; then
+		echo "deps.sh: $c still not on PATH after install" >&2
+		exit 1
+	fi
+done
+echo "deps.sh: done"
