@@ -20,7 +20,7 @@ import (
 )
 
 // caddyPreamble comes before every test Caddyfile. Global options: no admin
-// endpoint, nothing persisted, no automatic HTTPS, loopback only, short
+// endpoint, nothing persisted, no automatic HTTPS (see caddyOptions.HTTPS), loopback only, short
 // graceful shutdown. The snippet e2e_access_log is for site blocks to
 // `import`: a JSON access log to {{.AccessLog}} (every request with its
 // headers, status and bytes written). The identity site answers the
@@ -29,7 +29,12 @@ import (
 const caddyPreamble = `{
 	admin off
 	persist_config off
+{{- if .HTTPS}}
+	auto_https disable_redirects
+	skip_install_trust
+{{- else}}
 	auto_https off
+{{- end}}
 	default_bind 127.0.0.1
 	grace_period 2s
 {{- range .Global}}
@@ -84,6 +89,9 @@ type caddyOptions struct {
 	// Env entries added to caddy's environment (after the isolating
 	// HOME/XDG_* ones).
 	Env []string
+	// HTTPS keeps automatic HTTPS on (without redirects, and without
+	// touching the system trust store), for sites with `tls internal`.
+	HTTPS bool
 }
 
 // startCaddy renders site (a text/template of site blocks) after
@@ -126,6 +134,7 @@ func tryStartCaddy(t testing.TB, bin, site string, vars map[string]any, opts *ca
 	data["AccessLog"] = filepath.Join(dir, "access.log")
 	data["Dir"] = dir
 	data["Global"] = opts.Global
+	data["HTTPS"] = opts.HTTPS
 
 	tmpl, err := template.New("Caddyfile").Option("missingkey=error").
 		Funcs(template.FuncMap{"q": caddyQuote}).
@@ -207,6 +216,7 @@ func caddyQuote(s string) string {
 type accessEntry struct {
 	Request struct {
 		Method  string              `json:"method"`
+		Proto   string              `json:"proto"`
 		Host    string              `json:"host"`
 		URI     string              `json:"uri"`
 		Headers map[string][]string `json:"headers"`

@@ -254,3 +254,53 @@ func httpGet(t *testing.T, u string) string {
 	}
 	return string(b)
 }
+
+// httpsCaddyfile serves the drm site over HTTPS (tls internal) on a second
+// port; the first port keeps only the harness's identity site.
+const httpsCaddyfile = `https://127.0.0.1:{{.TLSPort}} {
+	import e2e_access_log
+	tls internal
+	drm {
+		identity {{q .Cert}} {{q .Key}}
+		rekey_after_chunks 20
+	}
+	file_server browse {
+		root {{q .Root}}
+	}
+}
+`
+
+// TestDRMOverHTTPS: the protocol inside TLS, where Go's client and Caddy
+// speak HTTP/2.
+func TestDRMOverHTTPS(t *testing.T) {
+	requireE2E(t)
+	root := t.TempDir()
+	media := makeMedia(t, root)
+	caddyBin, cpBin := caddyBinary(t), clientProxyBinary(t)
+	pki := devPKI(t, caddyBin)
+	data := t.TempDir()
+	tlsPort := freePort(t)
+	srv := startCaddy(t, caddyBin, httpsCaddyfile, map[string]any{
+		"Root": root, "TLSPort": tlsPort,
+		"Cert": filepath.Join(pki, "server.crt"), "Key": filepath.Join(pki, "server.key"),
+	}, &caddyOptions{Env: []string{"XDG_DATA_HOME=" + data}, HTTPS: true})
+	if err := verifyListener(srv.Cmd.Process.Pid, tlsPort); err != nil {
+		t.Fatal(err)
+	}
+	tlsRoot := filepath.Join(data, "caddy", "pki", "authorities", "local", "root.crt")
+	cp := startClientProxy(t, cpBin, fmt.Sprintf("https://127.0.0.1:%d/drm", tlsPort), filepath.Join(pki, "root.crt"),
+		"--tls-root-ca", tlsRoot)
+	for _, id := range []string{"tone.flac", "tone.opus"} {
+		m := mediaByID(t, media, id)
+		comparePCM(t, mpvPCM(t, cp.MediaURL(m.ID), 0), ffmpegPCM(t, m.Path, 0))
+	}
+	h2 := 0
+	for _, e := range readAccessLog(t, srv.AccessLog) {
+		if strings.HasSuffix(e.Request.URI, "/v1/chunk") && e.Request.Proto == "HTTP/2.0" {
+			h2++
+		}
+	}
+	if h2 == 0 {
+		t.Error("no chunk request went over HTTP/2")
+	}
+}

@@ -1,0 +1,55 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestCaddyfileExampleRuns runs Caddyfile.example as it is, from a
+// directory laid out as `make demo` leaves the repository (demo/pki,
+// demo/media), and plays a track from it through clientproxy.
+func TestCaddyfileExampleRuns(t *testing.T) {
+	requireE2E(t)
+	caddyBin, cpBin := caddyBinary(t), clientProxyBinary(t)
+	example, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Caddyfile.example"), example, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "demo", "media"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(devPKI(t, caddyBin), filepath.Join(dir, "demo", "pki")); err != nil {
+		t.Fatal(err)
+	}
+	media := makeMedia(t, filepath.Join(dir, "demo", "media"))
+
+	port := freePort(t)
+	// exec keeps the PID caddy's own, so the harness stops the right process.
+	cmd := startProcess(t, "sh", []string{"-c", fmt.Sprintf("cd %q && exec %q run --config Caddyfile.example", dir, caddyBin)},
+		append(isolatedEnv(t), "DRM_DEMO_PORT="+strconv.Itoa(port)))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHTTPProc(t, cmd, base+"/", 15*time.Second)
+	if err := verifyListener(cmd.Process.Pid, port); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(base + "/tone.flac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("raw media through the example: %s", resp.Status)
+	}
+	cp := startClientProxy(t, cpBin, base+"/drm", filepath.Join(dir, "demo", "pki", "root.crt"))
+	m := mediaByID(t, media, "tone.opus")
+	comparePCM(t, mpvPCM(t, cp.MediaURL(m.ID), 0), ffmpegPCM(t, m.Path, 0))
+}

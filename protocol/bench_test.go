@@ -1,0 +1,96 @@
+package protocol
+
+import (
+	"testing"
+)
+
+// BenchmarkSealChunk and BenchmarkOpenChunk measure one chunk of the
+// default size per suite family (the group does not matter on this path).
+// Compare the suites with each other in one run: AES-GCM is the baseline.
+func benchSuites() []string {
+	return []string{
+		"X25519_AES128_GCM_SHA256",
+		"X25519_AES256_GCM_SHA384",
+		"X25519_CHACHA20_POLY1305_SHA256",
+		"X25519_AES128_CBC_SHA256",
+		"X25519_AES256_CBC_SHA384",
+		"X25519_AES128_CTR_SHA256",
+	}
+}
+
+func benchPair(b *testing.B, name string) (pair, []byte) {
+	suite, err := ParseSuite(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newPair(b, suite, EpochLimits{})
+	p.server.ChunkSize = DefaultChunkSize
+	p.client.ChunkSize = DefaultChunkSize
+	return p, make([]byte, DefaultChunkSize)
+}
+
+func BenchmarkSealChunk(b *testing.B) {
+	for _, name := range benchSuites() {
+		b.Run(name, func(b *testing.B) {
+			p, data := benchPair(b, name)
+			req, _ := p.client.NewChunkRequest("media/track.flac", 0)
+			h, _ := ParseRequestHeader(req.Envelope)
+			dst := make([]byte, 0, len(data)+ResponseHeaderSize+128)
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.server.SealChunk(dst[:0], h, "media/track.flac", 0, uint64(len(data)), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkOpenChunk(b *testing.B) {
+	for _, name := range benchSuites() {
+		b.Run(name, func(b *testing.B) {
+			p, data := benchPair(b, name)
+			req, _ := p.client.NewChunkRequest("media/track.flac", 0)
+			h, _ := ParseRequestHeader(req.Envelope)
+			sealed, err := p.server.SealChunk(nil, h, "media/track.flac", 0, uint64(len(data)), data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dst := make([]byte, 0, len(data))
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := req.OpenChunk(dst[:0], sealed); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHandshake is the server's work for one full handshake
+// (negotiate, key share, sign, derive) per key-exchange group, with an
+// Ed25519 identity; the client's work is outside the timer.
+func BenchmarkHandshake(b *testing.B) {
+	for _, name := range []string{"X25519_AES128_GCM_SHA256", "X25519MLKEM768_AES128_GCM_SHA256", "P256_AES128_GCM_SHA256", "FFDHE2048_AES128_GCM_SHA256"} {
+		b.Run(name, func(b *testing.B) {
+			suite, _ := ParseSuite(name)
+			id := testIdentity(b, "ed25519")
+			scfg := &ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: DefaultChunkSize, Limits: DefaultLimits()}
+			ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				_, hello, err := ccfg.Start()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, _, err := scfg.Accept(hello); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
