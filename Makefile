@@ -42,9 +42,9 @@ check:
 
 fuzz:
 	@set -e; for pkg in $(FUZZ_PKGS); do \
-		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x $$pkg 2>&1) || \
 				{ echo "$$out" | tail -40; echo "FAIL: fuzz $$pkg $$f"; exit 1; }; \
 		done; \
 	done; echo "fuzz: all targets passed"

@@ -123,14 +123,14 @@ func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (pr
 	if i, ok := c.byID[id]; ok {
 		return c.items[i], nil
 	}
-	return protocol.MediaInfo{}, fmt.Errorf("%w: %q is not in the catalog", ErrOriginNotFound, id)
+	return protocol.MediaInfo{}, fmt.Errorf("%w: %q is not in the catalog", protocol.ErrNotFound, id)
 }
 
 func (c *catalog) refreshLocked(r *http.Request, next caddyhttp.Handler) ([]protocol.MediaInfo, error) {
 	entries, fileErr := c.readFile(r, next)
 	listed, listErr := c.readListing(r, next, "", 0, map[string]int64{})
 	if fileErr != nil && listErr != nil {
-		return nil, fmt.Errorf("%w: the origin offers neither a catalog file (%v) nor a JSON directory listing (%v)", ErrOrigin, fileErr, listErr)
+		return nil, fmt.Errorf("%w: the origin offers neither a catalog file (%v) nor a JSON directory listing (%v)", protocol.ErrOrigin, fileErr, listErr)
 	}
 	byID := map[string]int{}
 	var items []protocol.MediaInfo

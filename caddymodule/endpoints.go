@@ -58,13 +58,13 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	if !ok {
 		return h.fail(w, http.StatusForbidden, protocol.ErrUnknownSession)
 	}
-	payload, err := sess.OpenRequest(hdr, body)
+	req, err := sess.OpenRequest(body)
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
 	switch hdr.Type {
 	case protocol.MsgChunk:
-		return h.serveChunk(w, r, next, sess, hdr, payload)
+		return h.serveChunk(w, r, next, sess, req)
 	case protocol.MsgCatalog:
 		items, err := h.catalog.list(r, next)
 		if err != nil {
@@ -74,9 +74,9 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		if err != nil {
 			return h.fail(w, http.StatusInternalServerError, err)
 		}
-		return h.writeReply(w, sess, hdr, js)
+		return h.writeReply(w, sess, req, js)
 	case protocol.MsgRekey:
-		reply, err := sess.Rekey(hdr, payload)
+		reply, err := sess.Rekey(req)
 		if err != nil {
 			return h.fail(w, statusFor(err), err)
 		}
@@ -86,14 +86,14 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	case protocol.MsgClose:
 		h.sessions.Delete(sess.ID)
 		h.logger.Info("session closed", zap.String("session", sessionLabel(sess.ID)))
-		return h.writeReply(w, sess, hdr, nil)
+		return h.writeReply(w, sess, req, nil)
 	}
 	return h.fail(w, http.StatusBadRequest, protocol.ErrWrongMessage)
 }
 
 // serveChunk reads one chunk from the origin and sends it sealed.
-func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, sess *protocol.ServerSession, hdr protocol.RequestHeader, payload []byte) error {
-	req, err := protocol.ParseChunkRequest(payload)
+func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, sess *protocol.ServerSession, accepted *protocol.Accepted) error {
+	req, err := protocol.ParseChunkRequest(accepted.Payload)
 	if err != nil {
 		return h.fail(w, http.StatusBadRequest, err)
 	}
@@ -102,7 +102,7 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 	cs := int64(sess.ChunkSize)
 	if req.Index > uint64(1<<62)/uint64(cs) {
-		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d", ErrOutOfRange, req.Index))
+		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d", protocol.ErrOutOfRange, req.Index))
 	}
 	plain := h.getBuf()
 	defer h.putBuf(plain)
@@ -112,7 +112,7 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 	sealedBuf := h.getBuf()
 	defer h.putBuf(sealedBuf)
-	sealed, err := sess.SealChunk((*sealedBuf)[:0], hdr, req.MediaID, req.Index, uint64(slice.total), slice.data)
+	sealed, err := sess.SealChunk((*sealedBuf)[:0], accepted, req.MediaID, req.Index, uint64(slice.total), slice.data)
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
@@ -121,8 +121,8 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	return h.writeBinary(w, sealed)
 }
 
-func (h *Handler) writeReply(w http.ResponseWriter, sess *protocol.ServerSession, hdr protocol.RequestHeader, payload []byte) error {
-	sealed, err := sess.SealReply(hdr, payload)
+func (h *Handler) writeReply(w http.ResponseWriter, sess *protocol.ServerSession, req *protocol.Accepted, payload []byte) error {
+	sealed, err := sess.SealReply(req, payload)
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
@@ -149,7 +149,7 @@ func (h *Handler) putBuf(b *[]byte) {
 func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
 	code := protocol.ErrorCode(err)
 	if code == "" {
-		code = localCode(err)
+		code = "internal"
 	}
 	reason := strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
@@ -162,23 +162,6 @@ func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
 	return caddyhttp.Error(status, err)
 }
 
-// localCode names the handler's own errors for the Drm-Error header.
-func localCode(err error) string {
-	switch {
-	case errors.Is(err, ErrOriginNotFound):
-		return "not-found"
-	case errors.Is(err, ErrOutOfRange):
-		return "out-of-range"
-	case errors.Is(err, ErrTooManySessions):
-		return "busy"
-	case errors.Is(err, errRawAccess):
-		return "forbidden"
-	case errors.Is(err, ErrOrigin):
-		return "origin"
-	}
-	return "internal"
-}
-
 // statusFor maps errors to HTTP statuses: 4xx for anything the client
 // sent or must fix (rekey, new handshake), 5xx only for origin trouble.
 func statusFor(err error) int {
@@ -187,11 +170,11 @@ func statusFor(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, protocol.ErrReplay), errors.Is(err, protocol.ErrEpochRetired), errors.Is(err, protocol.ErrRekeyRequired):
 		return http.StatusConflict
-	case errors.Is(err, ErrOriginNotFound):
+	case errors.Is(err, protocol.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrOutOfRange):
+	case errors.Is(err, protocol.ErrOutOfRange):
 		return http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, ErrOrigin):
+	case errors.Is(err, protocol.ErrOrigin):
 		return http.StatusBadGateway
 	}
 	return http.StatusBadRequest

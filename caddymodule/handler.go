@@ -200,7 +200,7 @@ func (h *Handler) Validate() error {
 	if h.MaxSessions < 1 {
 		return fmt.Errorf("drm: max_sessions must be positive")
 	}
-	return nil
+	return h.server.Validate()
 }
 
 // Cleanup releases this config's hold on the session store.
@@ -216,7 +216,7 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	endpoint, ok := strings.CutPrefix(r.URL.Path, h.Prefix+"/v1/")
 	if !ok {
-		return h.fail(w, http.StatusForbidden, errRawAccess)
+		return h.fail(w, http.StatusForbidden, protocol.ErrForbidden)
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -237,8 +237,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	return h.fail(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
 }
-
-var errRawAccess = errors.New("drm: only the drm protocol is served here; media are not available in the clear")
 
 // readBody reads at most limit bytes of the request body.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {

@@ -9,13 +9,8 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-)
 
-// Errors of origin sub-requests.
-var (
-	ErrOriginNotFound = errors.New("drm: origin has no such media")
-	ErrOutOfRange     = errors.New("drm: chunk lies past the end of the media")
-	ErrOrigin         = errors.New("drm: origin failed")
+	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
 // originSlice is what a Range sub-request returned.
@@ -47,7 +42,7 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 	case http.StatusPartialContent:
 		start, end, total, ok := parseContentRange(cw.header.Get("Content-Range"))
 		if !ok || start != offset || end-start+1 != int64(len(cw.buf)) {
-			return originSlice{}, fmt.Errorf("%w: Range answered with %q and %d bytes", ErrOrigin, cw.header.Get("Content-Range"), len(cw.buf))
+			return originSlice{}, fmt.Errorf("%w: Range answered with %q and %d bytes", protocol.ErrOrigin, cw.header.Get("Content-Range"), len(cw.buf))
 		}
 		out.total = total
 	case http.StatusOK:
@@ -56,11 +51,11 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 		if perr != nil {
 			total = cw.seen
 			if errors.Is(cw.copyErr, errEnough) || err != nil {
-				return originSlice{}, fmt.Errorf("%w: origin ignores Range and sends no Content-Length", ErrOrigin)
+				return originSlice{}, fmt.Errorf("%w: origin ignores Range and sends no Content-Length", protocol.ErrOrigin)
 			}
 		}
 		if offset >= total && !(offset == 0 && total == 0) {
-			return originSlice{}, fmt.Errorf("%w: offset %d of %d bytes", ErrOutOfRange, offset, total)
+			return originSlice{}, fmt.Errorf("%w: offset %d of %d bytes", protocol.ErrOutOfRange, offset, total)
 		}
 		out.total = total
 		return out, nil
@@ -69,11 +64,11 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 			out.total, out.data = 0, cw.buf[:0]
 			return out, nil
 		}
-		return originSlice{}, fmt.Errorf("%w: offset %d", ErrOutOfRange, offset)
+		return originSlice{}, fmt.Errorf("%w: offset %d", protocol.ErrOutOfRange, offset)
 	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
-		return originSlice{}, fmt.Errorf("%w: %s answered %d", ErrOriginNotFound, originPath, cw.status)
+		return originSlice{}, fmt.Errorf("%w: %s answered %d", protocol.ErrNotFound, originPath, cw.status)
 	default:
-		return originSlice{}, fmt.Errorf("%w: %s answered %d", ErrOrigin, originPath, cw.status)
+		return originSlice{}, fmt.Errorf("%w: %s answered %d", protocol.ErrOrigin, originPath, cw.status)
 	}
 	return out, nil
 }
@@ -98,7 +93,7 @@ func fetchWhole(r *http.Request, next caddyhttp.Handler, originPath, accept stri
 		cw.status = http.StatusOK
 	}
 	if errors.Is(cw.copyErr, errEnough) {
-		return 0, nil, nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrOrigin, originPath, limit)
+		return 0, nil, nil, fmt.Errorf("%w: %s is larger than %d bytes", protocol.ErrOrigin, originPath, limit)
 	}
 	return cw.status, cw.header, cw.buf, nil
 }
@@ -131,9 +126,9 @@ func originPathFor(prefix, id string) string {
 func originError(err error) error {
 	var he caddyhttp.HandlerError
 	if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusForbidden) {
-		return fmt.Errorf("%w: %v", ErrOriginNotFound, err)
+		return fmt.Errorf("%w: %v", protocol.ErrNotFound, err)
 	}
-	return fmt.Errorf("%w: %v", ErrOrigin, err)
+	return fmt.Errorf("%w: %v", protocol.ErrOrigin, err)
 }
 
 // errEnough stops the origin's copy once the writer holds what it needs.

@@ -1,7 +1,7 @@
 package caddymodule
 
 import (
-	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -14,18 +14,13 @@ import (
 type SessionStore interface {
 	// Get returns a live session and marks it used.
 	Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSession, bool)
-	// Add stores a new session, or fails with ErrTooManySessions.
+	// Add stores a new session, or fails with protocol.ErrBusy.
 	Add(s *protocol.ServerSession) error
 	// Delete ends a session (client close).
 	Delete(id [protocol.SessionIDSize]byte)
 	// Len is the number of sessions held.
 	Len() int
 }
-
-// ErrTooManySessions is returned when the store is full of live sessions.
-// The server refuses new handshakes rather than evicting live sessions, so
-// a flood of handshakes cannot push paying listeners out.
-var ErrTooManySessions = errors.New("drm: too many sessions")
 
 // memoryStore is the default, in-process SessionStore: a map with an idle
 // timeout, swept lazily when full and periodically by a janitor.
@@ -80,7 +75,9 @@ func (m *memoryStore) Add(s *protocol.ServerSession) error {
 	if len(m.sessions) >= m.max {
 		m.sweepLocked(now)
 		if len(m.sessions) >= m.max {
-			return ErrTooManySessions
+			// Refuse rather than evict: a flood of handshakes must
+			// not push live listeners out.
+			return fmt.Errorf("%w: %d sessions", protocol.ErrBusy, m.max)
 		}
 	}
 	m.sessions[s.ID] = &storedSession{s: s, lastUsed: now}

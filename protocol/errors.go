@@ -25,6 +25,14 @@ var (
 	ErrWrongMessage    = errors.New("message type does not match the endpoint")
 	ErrMediaID         = errors.New("invalid media id")
 	ErrUnexpectedReply = errors.New("reply does not answer the request")
+
+	// Conditions of the server and its origin, with wire codes so that a
+	// client can tell them apart.
+	ErrNotFound   = errors.New("no such media")
+	ErrOutOfRange = errors.New("chunk past the end of the media")
+	ErrBusy       = errors.New("server holds too many sessions")
+	ErrForbidden  = errors.New("only the drm protocol is served here; media are not available in the clear")
+	ErrOrigin     = errors.New("origin failed")
 )
 
 var errorCodes = []struct {
@@ -43,6 +51,11 @@ var errorCodes = []struct {
 	{ErrRekeyRequired, "rekey-required"},
 	{ErrWrongMessage, "wrong-message"},
 	{ErrMediaID, "media-id"},
+	{ErrNotFound, "not-found"},
+	{ErrOutOfRange, "out-of-range"},
+	{ErrBusy, "busy"},
+	{ErrForbidden, "forbidden"},
+	{ErrOrigin, "origin"},
 }
 
 // ErrorCode returns the stable wire code of err's sentinel, or "" if err

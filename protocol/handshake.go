@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -112,6 +113,9 @@ func ParseSigned(b []byte) (*Signed, error) {
 
 // ParseServerHello decodes and checks a ServerHello.
 func ParseServerHello(b []byte) (*ServerHello, error) {
+	if len(b) > MaxHandshakeSize {
+		return nil, fmt.Errorf("%w: server hello larger than %d bytes", ErrMalformed, MaxHandshakeSize)
+	}
 	var sh ServerHello
 	if err := json.Unmarshal(b, &sh); err != nil {
 		return nil, fmt.Errorf("%w: server hello: %v", ErrMalformed, err)
@@ -163,10 +167,31 @@ func (c *ServerConfig) now() time.Time {
 	return time.Now()
 }
 
+// Validate checks the configuration once, so Accept and the sessions it
+// makes need not guard against a zero chunk size or a key they cannot sign
+// with.
+func (c *ServerConfig) Validate() error {
+	switch {
+	case len(c.Suites) == 0:
+		return errors.New("protocol: server accepts no suite")
+	case c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize:
+		return fmt.Errorf("protocol: chunk size %d outside [%d, %d]", c.ChunkSize, MinChunkSize, MaxChunkSize)
+	case c.Limits.Bytes != 0 && c.Limits.Bytes < uint64(c.ChunkSize):
+		return fmt.Errorf("protocol: epoch byte limit %d is less than one chunk", c.Limits.Bytes)
+	case c.Identity.Signer == nil || len(c.Identity.Chain) == 0:
+		return errors.New("protocol: server has no identity")
+	}
+	_, err := signatureHash(c.Identity.Signer.Public())
+	return err
+}
+
 // Accept runs the server's half of a handshake: it negotiates a suite, answers
 // the client's key share, derives epoch 0 and signs the transcript. It
 // returns the new session and the reply (a Signed ServerHello).
 func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error) {
+	if c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize {
+		return nil, nil, c.Validate() // a configuration Validate refuses
+	}
 	ch, err := ParseClientHello(clientHello)
 	if err != nil {
 		return nil, nil, err

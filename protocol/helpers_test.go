@@ -91,19 +91,15 @@ func newPair(t testing.TB, suite Suite, limits EpochLimits) pair {
 // data as chunk index of a medium of size bytes.
 func (p pair) serveChunk(t testing.TB, req *Request, size uint64, data []byte) ([]byte, error) {
 	t.Helper()
-	h, err := ParseRequestHeader(req.Envelope)
+	a, err := p.server.OpenRequest(req.Envelope)
 	if err != nil {
 		return nil, err
 	}
-	payload, err := p.server.OpenRequest(h, req.Envelope)
+	cr, err := ParseChunkRequest(a.Payload)
 	if err != nil {
 		return nil, err
 	}
-	cr, err := ParseChunkRequest(payload)
-	if err != nil {
-		return nil, err
-	}
-	return p.server.SealChunk(nil, h, cr.MediaID, cr.Index, size, data)
+	return p.server.SealChunk(nil, a, cr.MediaID, cr.Index, size, data)
 }
 
 func (p pair) rekey(t testing.TB) {
@@ -112,15 +108,11 @@ func (p pair) rekey(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := ParseRequestHeader(rk.Request.Envelope)
+	a, err := p.server.OpenRequest(rk.Request.Envelope)
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, err := p.server.OpenRequest(h, rk.Request.Envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reply, err := p.server.Rekey(h, payload)
+	reply, err := p.server.Rekey(a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,8 @@ func (hybridGroup) Respond(rand io.Reader, clientShare []byte) ([]byte, []byte, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrKeyShare, err)
 	}
-	// crypto/mlkem draws its own randomness; rand is used for X25519 only.
+	// crypto/mlkem and crypto/ecdh (since Go 1.26) draw their own
+	// randomness; rand feeds only the ffdhe2048 exponents.
 	mk, ct := ek.Encapsulate()
 	x, err := ecdh.X25519().GenerateKey(rand)
 	if err != nil {

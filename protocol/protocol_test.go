@@ -43,12 +43,11 @@ func TestEverySuiteRoundTrips(t *testing.T) {
 			}
 			p.rekey(t)
 			req := p.client.NewRequest(MsgCatalog, []byte(`[]`))
-			h, _ := ParseRequestHeader(req.Envelope)
-			payload, err := p.server.OpenRequest(h, req.Envelope)
-			if err != nil || string(payload) != `[]` {
-				t.Fatalf("after rekey: %q %v", payload, err)
+			a, err := p.server.OpenRequest(req.Envelope)
+			if err != nil || string(a.Payload) != `[]` {
+				t.Fatalf("after rekey: %v", err)
 			}
-			reply, err := p.server.SealReply(h, []byte("catalog"))
+			reply, err := p.server.SealReply(a, []byte("catalog"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -188,11 +187,7 @@ func TestFlippedBitsRejected(t *testing.T) {
 			for bit := 0; bit < len(env)*8; bit++ {
 				bad := bytes.Clone(env)
 				bad[bit/8] ^= 1 << (bit % 8)
-				h, err := ParseRequestHeader(bad)
-				if err == nil {
-					_, err = p.server.OpenRequest(h, bad)
-				}
-				if err == nil {
+				if _, err := p.server.OpenRequest(bad); err == nil {
 					t.Fatalf("request with bit %d flipped accepted", bit)
 				}
 			}
@@ -248,8 +243,7 @@ func TestReplayReorderAndSplice(t *testing.T) {
 		t.Fatal("chunk of another session accepted")
 	}
 	// A request replayed into another session.
-	h, _ := ParseRequestHeader(req1.Envelope)
-	if _, err := q.server.OpenRequest(h, req1.Envelope); !errors.Is(err, ErrUnknownSession) {
+	if _, err := q.server.OpenRequest(req1.Envelope); !errors.Is(err, ErrUnknownSession) {
 		t.Fatalf("request of another session: %v", err)
 	}
 }
@@ -309,9 +303,7 @@ func TestRotationExactlyAtLimit(t *testing.T) {
 					t.Fatalf("epochs %d/%d after rekey %d", got, p.client.Epoch(), epoch+1)
 				}
 				// A request sealed under the retired epoch is refused.
-				h, _ := ParseRequestHeader(last.Envelope)
-				h.Seq += 1000
-				if _, err := p.server.OpenRequest(h, last.Envelope); !errors.Is(err, ErrEpochRetired) {
+				if _, err := p.server.OpenRequest(last.Envelope); !errors.Is(err, ErrEpochRetired) {
 					t.Fatalf("retired epoch: %v", err)
 				}
 			}
@@ -348,7 +340,8 @@ func TestEpochsAreChained(t *testing.T) {
 
 func TestValidMediaID(t *testing.T) {
 	good := []string{"a", "a.flac", "dir/b c.mp3", "ünï/код.opus"}
-	bad := []string{"", "/a", "a/", "a//b", "../a", "a/../b", ".", "a\\b", "a\x00b", "a\nb", "\xff", string(make([]byte, MaxMediaIDLength+1))}
+	bad := []string{"", "/a", "a/", "a//b", "../a", "a/../b", ".", "a\\b", "a\x00b", "a\nb", "\xff", string(make([]byte, MaxMediaIDLength+1)),
+		"a\u0085b", "evil\u202egalf.mp3", "zero\u200bwidth"}
 	for _, id := range good {
 		if err := ValidMediaID(id); err != nil {
 			t.Errorf("%q: %v", id, err)
@@ -367,5 +360,60 @@ func TestErrorCodesRoundTrip(t *testing.T) {
 		if !errors.Is(got, c.err) || ErrorCode(fmt.Errorf("wrapped: %w", c.err)) != c.code {
 			t.Fatalf("%s does not round-trip", c.code)
 		}
+	}
+}
+
+// A request is answered once: a second seal would reuse its nonce.
+func TestRepliesAreSingleUse(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{})
+	a, err := p.server.OpenRequest(p.client.NewRequest(MsgCatalog, nil).Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.server.SealReply(a, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.server.SealReply(a, []byte("two")); err == nil {
+		t.Fatal("second reply to one request sealed")
+	}
+	req, _ := p.client.NewChunkRequest("a", 0)
+	c, err := p.server.OpenRequest(req.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.server.SealReply(c, nil); !errors.Is(err, ErrWrongMessage) {
+		t.Fatalf("chunk request answered as a catalog: %v", err)
+	}
+	if _, err := p.server.SealChunk(nil, c, "a", 0, 10, []byte("short")); err == nil {
+		t.Fatal("5 bytes sealed as the whole of a 10-byte medium")
+	}
+	if _, err := p.server.SealChunk(nil, c, "a", 0, 5, []byte("right")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.server.SealChunk(nil, c, "a", 0, 5, []byte("right")); err == nil {
+		t.Fatal("second chunk reply to one request sealed")
+	}
+	// A reserved message type is refused before anything else.
+	if _, err := p.server.OpenRequest(p.client.NewRequest(MsgClientAuth, nil).Envelope); !errors.Is(err, ErrWrongMessage) {
+		t.Fatalf("client-auth request: %v", err)
+	}
+}
+
+// A chunk answered after a rekey goes under the epoch that accepted it.
+func TestReplyAfterRekeyUsesRequestEpoch(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{})
+	req, _ := p.client.NewChunkRequest("a", 0)
+	a, err := p.server.OpenRequest(req.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.rekey(t)
+	reply, err := p.server.SealChunk(nil, a, "a", 0, 3, []byte("abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, got, err := req.OpenChunk(nil, reply)
+	if err != nil || string(got) != "abc" || h.Epoch != 0 || h.Flags&FlagRekeySoon == 0 {
+		t.Fatalf("%+v %q %v", h, got, err)
 	}
 }

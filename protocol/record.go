@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // RequestHeader is the clear, authenticated start of every request after
@@ -127,16 +129,21 @@ func ParseChunkRequest(b []byte) (ChunkRequest, error) {
 	return r, nil
 }
 
-// ValidMediaID accepts clean relative slash-separated paths: no empty,
-// "." or ".." element, no backslash, NUL or control character, at most
-// MaxMediaIDLength bytes. The server maps ids to origin paths, so this is
-// what keeps a request inside the media tree.
+// ValidMediaID accepts clean relative slash-separated paths of valid UTF-8:
+// no empty, "." or ".." element, no backslash, no control or format
+// character (which includes bidirectional overrides and zero-width
+// characters that make two ids look alike), at most MaxMediaIDLength
+// bytes. The server maps ids to origin paths, so this is what keeps a
+// request inside the media tree.
 func ValidMediaID(id string) error {
 	if id == "" || len(id) > MaxMediaIDLength {
 		return fmt.Errorf("%w: length %d", ErrMediaID, len(id))
 	}
+	if !utf8.ValidString(id) {
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrMediaID, id)
+	}
 	for _, r := range id {
-		if r < 0x20 || r == 0x7f || r == '\\' || r == 0xFFFD {
+		if r == '\\' || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return fmt.Errorf("%w: %q contains a forbidden character", ErrMediaID, id)
 		}
 	}

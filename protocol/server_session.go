@@ -4,8 +4,10 @@ import (
 	"crypto"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,13 +25,10 @@ type ServerSession struct {
 
 	mu      sync.Mutex
 	current *epochKeys
-	// previous is the epoch retired by the last rekey, kept only to seal
-	// replies to requests it accepted before the rekey.
-	previous *epochKeys
-	started  time.Time // when the current epoch began
-	chunks   uint32    // chunks authorized in the current epoch
-	bytes    uint64    // plaintext bytes reserved in the current epoch
-	window   ReplayWindow
+	started time.Time // when the current epoch began
+	chunks  uint32    // chunks authorized in the current epoch
+	bytes   uint64    // plaintext bytes reserved in the current epoch
+	window  ReplayWindow
 }
 
 func (s *ServerSession) install(k *epochKeys) {
@@ -46,24 +45,61 @@ func (s *ServerSession) Epoch() uint32 {
 	return s.current.number
 }
 
-// OpenRequest authenticates a request envelope whose header was parsed
-// with ParseRequestHeader and returns its payload. It refuses requests
-// under any but the current epoch, replays, and — for chunks — requests
-// beyond the epoch's limits (ErrRekeyRequired); an accepted chunk request
-// counts against the limits at once, so the limit holds exactly even with
+// Accepted is an authenticated request: its header and payload, and the
+// keys of the epoch that accepted it. It is answered exactly once
+// (SealChunk, SealReply or Rekey), with those keys and the request's
+// sequence number as nonce counter, so no key and nonce pair is ever used
+// twice, even if a rekey happens while the origin is read.
+type Accepted struct {
+	Header   RequestHeader
+	Payload  []byte
+	keys     *epochKeys
+	answered atomic.Bool
+}
+
+// errAnswered is a server bug: a second reply to one request would reuse
+// a nonce.
+var errAnswered = errors.New("protocol: request already answered")
+
+func (a *Accepted) answer(t MessageType) error {
+	if a.Header.Type != t {
+		return fmt.Errorf("%w: a %s request answered as %s", ErrWrongMessage, a.Header.Type, t)
+	}
+	if !a.answered.CompareAndSwap(false, true) {
+		return errAnswered
+	}
+	return nil
+}
+
+// OpenRequest authenticates a request envelope and returns it accepted. It
+// refuses requests under any but the current epoch, replays, message types
+// this revision does not serve, and — for chunks — requests beyond the
+// epoch's limits (ErrRekeyRequired); an accepted chunk request counts
+// against the limits at once, so the limit holds exactly even with
 // requests in parallel.
-func (s *ServerSession) OpenRequest(h RequestHeader, envelope []byte) ([]byte, error) {
+func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
+	h, err := ParseRequestHeader(envelope)
+	if err != nil {
+		return nil, err
+	}
 	if h.SessionID != s.ID {
 		return nil, ErrUnknownSession
+	}
+	switch h.Type {
+	case MsgCatalog, MsgChunk, MsgRekey, MsgClose:
+	default:
+		return nil, fmt.Errorf("%w: message type %d is not served by this revision", ErrWrongMessage, h.Type)
 	}
 	s.mu.Lock()
 	keys := s.current
 	s.mu.Unlock()
-	if h.Epoch != keys.number {
+	switch {
+	case h.Epoch < keys.number:
 		return nil, fmt.Errorf("%w: request under epoch %d, current is %d", ErrEpochRetired, h.Epoch, keys.number)
+	case h.Epoch > keys.number:
+		return nil, fmt.Errorf("%w: request under epoch %d, which has not begun", ErrAuthentication, h.Epoch)
 	}
-	var adBuf [EnvelopeHeaderSize]byte
-	payload, err := keys.c2s.open(nil, h.Seq, envelope[EnvelopeHeaderSize:], h.appendTo(adBuf[:0]))
+	payload, err := keys.c2s.open(nil, h.Seq, envelope[EnvelopeHeaderSize:], envelope[:EnvelopeHeaderSize])
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +120,7 @@ func (s *ServerSession) OpenRequest(h RequestHeader, envelope []byte) ([]byte, e
 		s.chunks++
 		s.bytes += uint64(s.ChunkSize)
 	}
-	return payload, nil
+	return &Accepted{Header: h, Payload: payload, keys: keys}, nil
 }
 
 // exhausted reports whether the current epoch may serve no more chunks.
@@ -120,56 +156,48 @@ func (s *ServerSession) remaining() (uint32, bool) {
 	return left, soon
 }
 
-// SealChunk seals one chunk of a medium in reply to request h, appending to
-// dst (which may be a pooled buffer). The plaintext is the slice
-// [index·ChunkSize, …) of a medium of mediaSize bytes.
-func (s *ServerSession) SealChunk(dst []byte, h RequestHeader, mediaID string, index, mediaSize uint64, plaintext []byte) ([]byte, error) {
+// SealChunk answers an accepted chunk request with chunk index of a
+// medium of mediaSize bytes, appending to dst (which may be a pooled
+// buffer). The plaintext is the slice [index·ChunkSize, …) of the medium.
+func (s *ServerSession) SealChunk(dst []byte, a *Accepted, mediaID string, index, mediaSize uint64, plaintext []byte) ([]byte, error) {
+	cs := uint64(s.ChunkSize)
+	if index > mediaSize/cs || index*cs >= mediaSize && index != 0 || uint64(len(plaintext)) != min(cs, mediaSize-index*cs) {
+		return nil, fmt.Errorf("protocol: %d bytes are not chunk %d of a %d-byte medium", len(plaintext), index, mediaSize)
+	}
+	if err := a.answer(MsgChunk); err != nil {
+		return nil, err
+	}
+	rh := ResponseHeader{Type: MsgChunk, Epoch: a.Header.Epoch, Seq: a.Header.Seq, Index: index, MediaSize: mediaSize}
 	s.mu.Lock()
-	keys, err := s.keysFor(h.Epoch)
-	if keys == s.current {
+	if a.keys == s.current {
 		// The request reserved a whole chunk; a short last chunk gives
 		// back what it did not use.
-		s.bytes -= uint64(s.ChunkSize - min(len(plaintext), s.ChunkSize))
+		s.bytes -= cs - uint64(len(plaintext))
+		var soon bool
+		rh.Remaining, soon = s.remaining()
+		if soon {
+			rh.Flags |= FlagRekeySoon
+		}
+	} else {
+		rh.Flags |= FlagRekeySoon // the epoch was retired meanwhile
 	}
-	left, soon := s.remaining()
 	s.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	rh := ResponseHeader{Type: MsgChunk, Epoch: h.Epoch, Seq: h.Seq, Index: index, MediaSize: mediaSize, Remaining: left}
-	if (index+1)*uint64(s.ChunkSize) >= mediaSize {
+	if (index+1)*cs >= mediaSize {
 		rh.Flags |= FlagFinal
 	}
-	if soon {
-		rh.Flags |= FlagRekeySoon
-	}
-	return s.seal(dst, keys, &rh, mediaID, plaintext), nil
+	return s.seal(dst, a.keys, &rh, mediaID, plaintext), nil
 }
 
-// SealReply seals a non-chunk reply (catalog, close) to request h.
-func (s *ServerSession) SealReply(h RequestHeader, payload []byte) ([]byte, error) {
-	s.mu.Lock()
-	keys, err := s.keysFor(h.Epoch)
-	s.mu.Unlock()
-	if err != nil {
+// SealReply answers an accepted catalog or close request.
+func (s *ServerSession) SealReply(a *Accepted, payload []byte) ([]byte, error) {
+	if a.Header.Type != MsgCatalog && a.Header.Type != MsgClose {
+		return nil, fmt.Errorf("%w: %s needs its own reply", ErrWrongMessage, a.Header.Type)
+	}
+	if err := a.answer(a.Header.Type); err != nil {
 		return nil, err
 	}
-	rh := ResponseHeader{Type: h.Type, Epoch: h.Epoch, Seq: h.Seq}
-	return s.seal(nil, keys, &rh, "", payload), nil
-}
-
-// keysFor returns the keys that seal a reply to a request accepted under
-// epoch n: the current epoch's or, when a rekey finished while the origin
-// was read, the epoch just retired (the client keeps its keys until its
-// requests are answered). Callers hold s.mu.
-func (s *ServerSession) keysFor(n uint32) (*epochKeys, error) {
-	switch {
-	case s.current.number == n:
-		return s.current, nil
-	case s.previous != nil && s.previous.number == n:
-		return s.previous, nil
-	}
-	return nil, fmt.Errorf("%w: reply under epoch %d, current is %d", ErrEpochRetired, n, s.current.number)
+	rh := ResponseHeader{Type: a.Header.Type, Epoch: a.Header.Epoch, Seq: a.Header.Seq}
+	return s.seal(nil, a.keys, &rh, "", payload), nil
 }
 
 func (s *ServerSession) seal(dst []byte, keys *epochKeys, rh *ResponseHeader, mediaID string, plaintext []byte) []byte {
@@ -197,10 +225,13 @@ type RekeyHello struct {
 // session's group, signed over the rekey transcript (previous transcript
 // hash ‖ request ‖ reply), whose secret is chained with the previous
 // epoch's. The new epoch takes effect at once; the old one is retired and
-// its keys serve only replies to requests already accepted.
-func (s *ServerSession) Rekey(h RequestHeader, payload []byte) ([]byte, error) {
+// its keys serve only replies to requests it had accepted.
+func (s *ServerSession) Rekey(a *Accepted) ([]byte, error) {
+	if err := a.answer(MsgRekey); err != nil {
+		return nil, err
+	}
 	var req RekeyRequest
-	if err := json.Unmarshal(payload, &req); err != nil {
+	if err := json.Unmarshal(a.Payload, &req); err != nil {
 		return nil, fmt.Errorf("%w: rekey request: %v", ErrMalformed, err)
 	}
 	if len(req.Random) != RandomSize {
@@ -212,15 +243,15 @@ func (s *ServerSession) Rekey(h RequestHeader, payload []byte) ([]byte, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.current
-	if old.number != h.Epoch {
-		return nil, fmt.Errorf("%w: rekey under epoch %d, current is %d", ErrEpochRetired, h.Epoch, old.number)
+	old := a.keys
+	if s.current != old {
+		return nil, fmt.Errorf("%w: rekey under epoch %d, current is %d", ErrEpochRetired, old.number, s.current.number)
 	}
 	hello, err := json.Marshal(RekeyHello{Epoch: old.number + 1, Random: randomBytes(RandomSize), KeyShare: serverShare, Limits: s.limits})
 	if err != nil {
 		return nil, err
 	}
-	th := transcriptHash(s.Suite.Hash, rekeyTranscriptContext, old.transcript, payload, hello)
+	th := transcriptHash(s.Suite.Hash, rekeyTranscriptContext, old.transcript, a.Payload, hello)
 	sig, err := SignTranscript(s.signer, th)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: signing the rekey: %w", err)
@@ -233,8 +264,7 @@ func (s *ServerSession) Rekey(h RequestHeader, payload []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.previous = old
 	s.install(next)
-	rh := ResponseHeader{Type: MsgRekey, Epoch: h.Epoch, Seq: h.Seq}
+	rh := ResponseHeader{Type: MsgRekey, Epoch: a.Header.Epoch, Seq: a.Header.Seq}
 	return s.seal(nil, old, &rh, "", reply), nil
 }

@@ -35,7 +35,7 @@ func signatureHash(pub crypto.PublicKey) (crypto.Hash, error) {
 			return crypto.SHA256, nil
 		}
 	}
-	return 0, fmt.Errorf("protocol: unsupported server key type %T", pub)
+	return 0, fmt.Errorf("%w: unsupported key type %T", ErrCertificate, pub)
 }
 
 // signedContent is what a server signature covers: a context string that
