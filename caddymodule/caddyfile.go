@@ -6,21 +6,35 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("drm", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("drm", parseCaddyfile)
 	// Before reverse_proxy and file_server, whose media it guards, so no
 	// route block is needed.
 	httpcaddyfile.RegisterDirectiveOrder("drm", httpcaddyfile.Before, "reverse_proxy")
 }
 
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+// parseCaddyfile refuses a matcher on the directive: drm guards only the
+// requests it sees, so `drm /drm/*` would leave every other path to the
+// origin, raw media included.
+func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcher, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
+	if matcher != nil {
+		return nil, h.Errf("drm takes no matcher: it must see every request of its route, or the media would be served in the clear outside the matcher; set the endpoint path with the prefix option")
+	}
 	m := new(Handler)
-	err := m.UnmarshalCaddyfile(h.Dispenser)
-	return m, err
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return h.NewRoute(nil, m), nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
@@ -80,8 +94,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			n, err := humanize.ParseBytes(v)
-			if err != nil {
-				return d.Errf("%s: %v", key, err)
+			if err != nil || n == 0 {
+				return d.Errf("%s: want a positive size, got %q", key, v)
 			}
 			if key == "chunk_size" {
 				if n > 1<<30 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"net/url"
 	"path"
 	"sort"
 	"strings"
@@ -86,47 +85,88 @@ func contentTypeFor(id string) (string, bool) {
 	return "application/octet-stream", false
 }
 
-// catalog caches the origin's catalog for one handler.
+// catalog caches the origin's catalog for one handler. A refresh runs in
+// one request at a time, outside the lock: meanwhile every other request
+// keeps using the previous snapshot, so chunk requests never wait on the
+// origin's listing.
 type catalog struct {
 	originPath, file string
 
-	mu      sync.Mutex
+	mu         sync.Mutex
+	snap       *catalogSnapshot
+	refreshing chan struct{} // closed when the running refresh ends; nil if none
+}
+
+type catalogSnapshot struct {
 	items   []protocol.MediaInfo
 	byID    map[string]int
 	fetched time.Time
 }
 
-// list returns the catalog, refreshing it when older than catalogTTL.
-func (c *catalog) list(r *http.Request, next caddyhttp.Handler) ([]protocol.MediaInfo, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.items != nil && time.Since(c.fetched) < catalogTTL {
-		return c.items, nil
+// current returns a snapshot no older than maxAge, refreshing it when
+// needed; while another request refreshes, it returns the older snapshot
+// (or waits, when there is none yet).
+func (c *catalog) current(r *http.Request, next caddyhttp.Handler, maxAge time.Duration) (*catalogSnapshot, error) {
+	for {
+		c.mu.Lock()
+		snap, running := c.snap, c.refreshing
+		if snap != nil && (time.Since(snap.fetched) < maxAge || running != nil) {
+			c.mu.Unlock()
+			return snap, nil
+		}
+		if running == nil {
+			done := make(chan struct{})
+			c.refreshing = done
+			c.mu.Unlock()
+			fresh, err := c.build(r, next)
+			c.mu.Lock()
+			if err == nil {
+				c.snap = fresh
+			}
+			c.refreshing = nil
+			close(done)
+			c.mu.Unlock()
+			return fresh, err
+		}
+		c.mu.Unlock()
+		select {
+		case <-running:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
 	}
-	return c.refreshLocked(r, next)
 }
 
-// lookup finds one item, refreshing a stale or missing catalog (at most
-// every catalogMissTTL for unknown ids, so they cannot hammer the origin).
-func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (protocol.MediaInfo, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	age := time.Since(c.fetched)
-	if i, ok := c.byID[id]; ok && age < catalogTTL {
-		return c.items[i], nil
+// list returns the catalog, refreshed when older than catalogTTL.
+func (c *catalog) list(r *http.Request, next caddyhttp.Handler) ([]protocol.MediaInfo, error) {
+	snap, err := c.current(r, next, catalogTTL)
+	if err != nil {
+		return nil, err
 	}
-	if c.items == nil || age >= catalogMissTTL {
-		if _, err := c.refreshLocked(r, next); err != nil {
+	return snap.items, nil
+}
+
+// lookup finds one item. An unknown id refreshes the catalog at most every
+// catalogMissTTL, so new media appear quickly but unknown ids cannot
+// hammer the origin.
+func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (protocol.MediaInfo, error) {
+	snap, err := c.current(r, next, catalogTTL)
+	if err != nil {
+		return protocol.MediaInfo{}, err
+	}
+	if _, ok := snap.byID[id]; !ok {
+		if snap, err = c.current(r, next, catalogMissTTL); err != nil {
 			return protocol.MediaInfo{}, err
 		}
 	}
-	if i, ok := c.byID[id]; ok {
-		return c.items[i], nil
+	if i, ok := snap.byID[id]; ok {
+		return snap.items[i], nil
 	}
 	return protocol.MediaInfo{}, fmt.Errorf("%w: %q is not in the catalog", protocol.ErrNotFound, id)
 }
 
-func (c *catalog) refreshLocked(r *http.Request, next caddyhttp.Handler) ([]protocol.MediaInfo, error) {
+// build reads the catalog from the origin.
+func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapshot, error) {
 	entries, fileErr := c.readFile(r, next)
 	listed, listErr := c.readListing(r, next, "", 0, map[string]int64{})
 	if fileErr != nil && listErr != nil {
@@ -172,8 +212,7 @@ func (c *catalog) refreshLocked(r *http.Request, next caddyhttp.Handler) ([]prot
 	if items == nil {
 		items = []protocol.MediaInfo{}
 	}
-	c.items, c.byID, c.fetched = items, byID, time.Now()
-	return items, nil
+	return &catalogSnapshot{items: items, byID: byID, fetched: time.Now()}, nil
 }
 
 func (c *catalog) readFile(r *http.Request, next caddyhttp.Handler) ([]catalogEntry, error) {
@@ -203,7 +242,10 @@ func (c *catalog) readFile(r *http.Request, next caddyhttp.Handler) ([]catalogEn
 // readListing walks the origin's JSON directory listing from dir (relative
 // to the origin path) and records media files with their sizes.
 func (c *catalog) readListing(r *http.Request, next caddyhttp.Handler, dir string, depth int, out map[string]int64) (map[string]int64, error) {
-	p := originPathFor(c.originPath, dir) + "/"
+	p := originPathFor(c.originPath, dir)
+	if !strings.HasSuffix(p, "/") {
+		p += "/"
+	}
 	status, header, body, err := fetchWhole(r, next, p, "application/json", maxCatalogBytes)
 	if err != nil {
 		return out, err
@@ -216,8 +258,9 @@ func (c *catalog) readListing(r *http.Request, next caddyhttp.Handler, dir strin
 		return out, fmt.Errorf("listing of %s: %w", p, err)
 	}
 	for _, e := range entries {
-		name, err := url.PathUnescape(strings.TrimSuffix(e.Name, "/"))
-		if err != nil || name == "" || strings.Contains(name, "/") {
+		// Caddy's listing gives names raw (its "url" field is the escaped form).
+		name := strings.TrimSuffix(e.Name, "/")
+		if name == "" || strings.Contains(name, "/") {
 			continue
 		}
 		id := name

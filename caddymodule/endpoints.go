@@ -62,6 +62,7 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
+	h.sessions.Touch(sess.ID)
 	switch hdr.Type {
 	case protocol.MsgChunk:
 		return h.serveChunk(w, r, next, sess, req)
@@ -147,16 +148,24 @@ func (h *Handler) putBuf(b *[]byte) {
 // the protocol's error code and the reason — and returns it as a
 // caddyhttp.Error so that Caddy logs it and handle_errors can see it.
 func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
-	code := protocol.ErrorCode(err)
+	code, reason := protocol.ErrorCode(err), err.Error()
 	if code == "" {
-		code = "internal"
+		code, reason = "internal", "internal error"
 	}
-	reason := strings.Map(func(r rune) rune {
+	for _, private := range []error{protocol.ErrOrigin, protocol.ErrNotFound, protocol.ErrOutOfRange} {
+		if errors.Is(err, private) {
+			// The details name origin paths, upstreams and files: they go
+			// to Caddy's log (through the returned error), not to the client.
+			reason = private.Error()
+			break
+		}
+	}
+	reason = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
-	}, err.Error())
+	}, reason)
 	w.Header().Set("Drm-Error", code+": "+reason)
 	metricErrors.WithLabelValues(code).Inc()
 	return caddyhttp.Error(status, err)

@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -75,12 +76,13 @@ type Handler struct {
 	// Default 100000.
 	MaxSessions int `json:"max_sessions,omitempty"`
 
-	server   protocol.ServerConfig
-	sessions SessionStore
-	poolKey  string
-	catalog  *catalog
-	bufs     *sync.Pool // chunk-sized buffers
-	logger   *zap.Logger
+	endpoints string // Prefix + "/v1/"
+	server    protocol.ServerConfig
+	sessions  SessionStore
+	poolKey   string
+	catalog   *catalog
+	bufs      *sync.Pool // chunk-sized buffers
+	logger    *zap.Logger
 }
 
 // sessionPool keeps session stores across config reloads, so a reload does
@@ -122,7 +124,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	bufSize := h.ChunkSize + protocol.ResponseHeaderSize + 64
 	h.bufs = &sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
 
-	h.poolKey = fmt.Sprintf("sessions|%s|%v|%d", h.Prefix, h.SessionIdleTimeout, h.MaxSessions)
+	// Sessions belong to the identity that signed their handshakes.
+	leaf := sha256.Sum256(id.Chain[0])
+	h.poolKey = fmt.Sprintf("sessions|%s|%x|%v|%d", h.Prefix, leaf[:8], h.SessionIdleTimeout, h.MaxSessions)
 	store, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newMemoryStore(time.Duration(h.SessionIdleTimeout), h.MaxSessions), nil
 	})
@@ -139,6 +143,7 @@ func (h *Handler) setDefaults() {
 		h.Prefix = "/drm"
 	}
 	h.Prefix = "/" + strings.Trim(h.Prefix, "/")
+	h.endpoints = strings.TrimSuffix(h.Prefix, "/") + "/v1/"
 	if h.OriginPath == "" {
 		h.OriginPath = "/"
 	}
@@ -194,6 +199,9 @@ func (h *Handler) Validate() error {
 	if h.ChunkSize < protocol.MinChunkSize || h.ChunkSize > protocol.MaxChunkSize {
 		return fmt.Errorf("drm: chunk_size %d outside [%d, %d]", h.ChunkSize, protocol.MinChunkSize, protocol.MaxChunkSize)
 	}
+	if h.RekeyAfterAge < caddy.Duration(time.Second) {
+		return fmt.Errorf("drm: rekey_after_age %v is under one second", time.Duration(h.RekeyAfterAge))
+	}
 	if h.RekeyAfterBytes < uint64(h.ChunkSize) {
 		return fmt.Errorf("drm: rekey_after_bytes %d is less than one chunk", h.RekeyAfterBytes)
 	}
@@ -214,7 +222,7 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP routes protocol requests and refuses everything else.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	endpoint, ok := strings.CutPrefix(r.URL.Path, h.Prefix+"/v1/")
+	endpoint, ok := strings.CutPrefix(r.URL.Path, h.endpoints)
 	if !ok {
 		return h.fail(w, http.StatusForbidden, protocol.ErrForbidden)
 	}

@@ -29,7 +29,7 @@ type originSlice struct {
 func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offset, length int64, buf []byte) (originSlice, error) {
 	sub := subRequest(r, originPath)
 	sub.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
-	cw := &captureWriter{header: make(http.Header), buf: buf[:0], limit: length, skip: -1, offset: offset}
+	cw := &captureWriter{header: make(http.Header), buf: buf[:0], limit: length, skip: -1, offset: offset, countAll: true}
 	err := next.ServeHTTP(cw, sub)
 	if cw.status == 0 {
 		if err != nil {
@@ -46,16 +46,20 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 		}
 		out.total = total
 	case http.StatusOK:
-		// The origin ignored Range: the writer skipped to offset.
+		// The origin ignored Range: the writer skipped to offset and
+		// counted the whole body.
 		total, perr := strconv.ParseInt(cw.header.Get("Content-Length"), 10, 64)
 		if perr != nil {
-			total = cw.seen
-			if errors.Is(cw.copyErr, errEnough) || err != nil {
-				return originSlice{}, fmt.Errorf("%w: origin ignores Range and sends no Content-Length", protocol.ErrOrigin)
+			if err != nil {
+				return originSlice{}, fmt.Errorf("%w: origin ignores Range, sends no Content-Length and failed: %v", protocol.ErrOrigin, err)
 			}
+			total = cw.seen
 		}
 		if offset >= total && !(offset == 0 && total == 0) {
 			return originSlice{}, fmt.Errorf("%w: offset %d of %d bytes", protocol.ErrOutOfRange, offset, total)
+		}
+		if want := min(length, total-offset); int64(len(cw.buf)) != want {
+			return originSlice{}, fmt.Errorf("%w: origin sent %d bytes at offset %d, want %d", protocol.ErrOrigin, len(cw.buf), offset, want)
 		}
 		out.total = total
 		return out, nil
@@ -146,6 +150,8 @@ type captureWriter struct {
 	skip    int64 // -1 until the status is known
 	seen    int64 // body bytes the origin wrote
 	copyErr error
+	// countAll reads a 200 answer without Content-Length to its end.
+	countAll bool
 }
 
 func (w *captureWriter) Header() http.Header { return w.header }
@@ -175,6 +181,11 @@ func (w *captureWriter) Write(p []byte) (int, error) {
 	room := w.limit - int64(len(w.buf))
 	if int64(len(p)) > room {
 		w.buf = append(w.buf, p[:room]...)
+		if w.countAll && w.status == http.StatusOK && w.header.Get("Content-Length") == "" {
+			// A 200 answer to a Range request without Content-Length:
+			// only the whole body tells the medium's size.
+			return n, nil
+		}
 		w.copyErr = errEnough
 		return n, errEnough
 	}

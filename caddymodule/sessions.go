@@ -12,8 +12,12 @@ import (
 // so that a store shared by several Caddy nodes can replace the in-memory
 // one without touching the handler.
 type SessionStore interface {
-	// Get returns a live session and marks it used.
+	// Get returns a live session. Looking one up is not using it: session
+	// ids travel in the clear, so only Touch, after a request of the
+	// session authenticated, keeps it alive.
 	Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSession, bool)
+	// Touch marks a session used.
+	Touch(id [protocol.SessionIDSize]byte)
 	// Add stores a new session, or fails with protocol.ErrBusy.
 	Add(s *protocol.ServerSession) error
 	// Delete ends a session (client close).
@@ -64,8 +68,16 @@ func (m *memoryStore) Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSess
 		delete(m.sessions, id)
 		return nil, false
 	}
-	e.lastUsed = now
 	return e.s, true
+}
+
+func (m *memoryStore) Touch(id [protocol.SessionIDSize]byte) {
+	now := m.now()
+	m.mu.Lock()
+	if e, ok := m.sessions[id]; ok {
+		e.lastUsed = now
+	}
+	m.mu.Unlock()
 }
 
 func (m *memoryStore) Add(s *protocol.ServerSession) error {

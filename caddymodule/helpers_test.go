@@ -1,0 +1,533 @@
+package caddymodule
+
+// Shared helpers of the package's tests: a provisioned Handler with a real
+// identity, fake origins (the `next` handler) with the behaviours the
+// handler must cope with, an httptest server that handles errors the way
+// Caddy does, a recording transport, and raw protocol sessions for
+// malformed-input tests.
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-drm/caddy-drm/clientproxy"
+	"github.com/caddy-drm/caddy-drm/keystore"
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// testChunkSize keeps media small: the smallest chunk the protocol allows.
+const testChunkSize = protocol.MinChunkSize
+
+// originSecret is the value of the headers the fake origins set; no
+// response of the handler may carry it.
+const originSecret = "origin-secret-4f1c"
+
+// originHeaders are headers of the origin that must never reach a client.
+var originHeaders = []string{"ETag", "Content-Range", "Last-Modified", "Accept-Ranges", "X-Origin-Secret"}
+
+// prefixSeq makes every test handler's prefix unique, so that handlers of
+// different tests never share a session store through the usage pool
+// (whose key is the prefix, the idle timeout and max_sessions).
+var prefixSeq atomic.Int64
+
+func uniquePrefix() string { return fmt.Sprintf("/drm-t%d", prefixSeq.Add(1)) }
+
+// newPKI makes a development PKI in a temporary directory.
+func newPKI(t testing.TB) keystore.Files {
+	t.Helper()
+	files, err := keystore.InitPKI(t.TempDir(), keystore.PKIOptions{})
+	if err != nil {
+		t.Fatalf("InitPKI: %v", err)
+	}
+	return files
+}
+
+// provision provisions and validates h as Caddy would, and cleans it up
+// when the test ends. The handler's logger is silenced.
+func provision(t testing.TB, h *Handler) error {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	err := h.Provision(ctx)
+	if h.poolKey != "" {
+		t.Cleanup(func() {
+			if err := h.Cleanup(); err != nil {
+				t.Errorf("Cleanup: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		return err
+	}
+	h.logger = zap.NewNop()
+	return h.Validate()
+}
+
+// caddyLike serves h the way a Caddy server does: the handler's error
+// becomes the response status (that of its HandlerError, 500 otherwise),
+// and the headers set before the error stay.
+func caddyLike(h *Handler, next caddyhttp.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h.ServeHTTP(w, r, next)
+		if err == nil {
+			return
+		}
+		status := http.StatusInternalServerError
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) && he.StatusCode != 0 {
+			status = he.StatusCode
+		}
+		w.WriteHeader(status)
+	})
+}
+
+// exchange is one request and its response as a client saw them.
+type exchange struct {
+	Method, Path string
+	Status       int
+	Header       http.Header
+}
+
+// recorder is an http.RoundTripper that keeps every exchange.
+type recorder struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	log  []exchange
+}
+
+func (rt *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := rt.base.RoundTrip(req)
+	if err == nil {
+		rt.mu.Lock()
+		rt.log = append(rt.log, exchange{req.Method, req.URL.Path, resp.StatusCode, resp.Header.Clone()})
+		rt.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (rt *recorder) exchanges() []exchange {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return slices.Clone(rt.log)
+}
+
+// count returns how many exchanges went to endpoint with the given status
+// (any status when status is 0).
+func (rt *recorder) count(endpoint string, status int) int {
+	n := 0
+	for _, e := range rt.exchanges() {
+		if strings.HasSuffix(e.Path, "/v1/"+endpoint) && (status == 0 || e.Status == status) {
+			n++
+		}
+	}
+	return n
+}
+
+// env is a provisioned handler behind an httptest server.
+type env struct {
+	h     *Handler
+	next  *countingHandler
+	srv   *httptest.Server
+	rec   *recorder
+	http  *http.Client
+	roots *x509.CertPool
+	url   string // the handler's prefix URL
+}
+
+// countingHandler wraps next and counts its calls.
+type countingHandler struct {
+	next  caddyhttp.Handler
+	calls atomic.Int64
+}
+
+func (c *countingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	c.calls.Add(1)
+	return c.next.ServeHTTP(w, r)
+}
+
+// newEnv provisions a handler (chunk size testChunkSize, a fresh PKI, a
+// unique prefix, then mutate) in front of next and serves it.
+func newEnv(t testing.TB, next caddyhttp.Handler, mutate func(*Handler)) *env {
+	t.Helper()
+	pki := newPKI(t)
+	h := &Handler{
+		Prefix:      uniquePrefix(),
+		Certificate: pki.ServerCert,
+		Key:         pki.ServerKey,
+		ChunkSize:   testChunkSize,
+	}
+	if mutate != nil {
+		mutate(h)
+	}
+	if err := provision(t, h); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	roots, err := keystore.LoadRoots(pki.RootCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingHandler{next: next}
+	srv := httptest.NewServer(caddyLike(h, counting))
+	t.Cleanup(srv.Close)
+	rec := &recorder{base: srv.Client().Transport}
+	return &env{
+		h:     h,
+		next:  counting,
+		srv:   srv,
+		rec:   rec,
+		http:  &http.Client{Transport: rec, Timeout: 30 * time.Second},
+		roots: roots,
+		url:   srv.URL + h.Prefix,
+	}
+}
+
+// client makes a clientproxy.Client of the server, over the recording
+// transport.
+func (e *env) client(t testing.TB) *clientproxy.Client {
+	t.Helper()
+	c, err := clientproxy.NewClient(clientproxy.ClientOptions{ServerURL: e.url, Roots: e.roots, HTTPClient: e.http})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// post sends body to endpoint (relative to the prefix's /v1/) and returns
+// the response with its body read.
+func (e *env) post(t testing.TB, endpoint string, body []byte, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	return e.do(t, http.MethodPost, e.url+"/v1/"+endpoint, body, hdr...)
+}
+
+func (e *env) do(t testing.TB, method, url string, body []byte, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, url, err)
+	}
+	return resp, b
+}
+
+// clientConfig is a protocol client that pins the env's root.
+func (e *env) clientConfig(suites []protocol.Suite) *protocol.ClientConfig {
+	if suites == nil {
+		suites = protocol.DefaultSuites()
+	}
+	return &protocol.ClientConfig{
+		Suites: suites,
+		VerifyCertificate: func(chain [][]byte) (crypto.PublicKey, error) {
+			leaf, err := keystore.VerifyChain(chain, e.roots, "127.0.0.1", time.Now())
+			if err != nil {
+				return nil, err
+			}
+			return leaf.PublicKey, nil
+		},
+	}
+}
+
+// session runs a raw handshake and returns the client's session.
+func (e *env) session(t testing.TB) *protocol.ClientSession {
+	t.Helper()
+	hs, hello, err := e.clientConfig(nil).Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.post(t, "handshake", hello)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("handshake: %s, Drm-Error %q", resp.Status, resp.Header.Get("Drm-Error"))
+	}
+	s, err := hs.Finish(body)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	return s
+}
+
+// wantRefusal checks a refused request: the status, and a Drm-Error header
+// whose code is code.
+func wantRefusal(t testing.TB, what string, resp *http.Response, status int, code string) {
+	t.Helper()
+	de := resp.Header.Get("Drm-Error")
+	if resp.StatusCode != status {
+		t.Errorf("%s: status %d, want %d (Drm-Error %q)", what, resp.StatusCode, status, de)
+	}
+	if got, _, _ := strings.Cut(de, ":"); got != code {
+		t.Errorf("%s: Drm-Error %q, want code %q", what, de, code)
+	}
+}
+
+// mediaBytes returns n deterministic bytes that differ between seeds.
+func mediaBytes(n int, seed byte) []byte {
+	b := make([]byte, n)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// readAll reads every chunk of id through c, then checks that the chunk
+// after the last one is refused.
+func readAll(t testing.TB, c *clientproxy.Client, id string, size int) []byte {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := c.ChunkSize(ctx)
+	if err != nil {
+		t.Fatalf("ChunkSize: %v", err)
+	}
+	n := max(1, (size+cs-1)/cs)
+	var out []byte
+	for i := range n {
+		chunk, err := c.ReadChunk(ctx, id, int64(i))
+		if err != nil {
+			t.Fatalf("%s chunk %d of %d: %v", id, i, n, err)
+		}
+		out = append(out, chunk...)
+	}
+	return out
+}
+
+// --- fake origins ---------------------------------------------------------
+
+// originMode is how an origin answers a Range request for a file.
+type originMode int
+
+const (
+	// rangeMode answers with http.ServeContent: 206 and Content-Range.
+	rangeMode originMode = iota
+	// fullMode ignores Range: 200, the whole body, Content-Length.
+	fullMode
+	// fullNoLengthMode ignores Range: 200, the whole body in 100-byte
+	// writes, no Content-Length (as a streaming upstream).
+	fullNoLengthMode
+)
+
+func (m originMode) String() string {
+	return [...]string{"range-206", "full-200-content-length", "full-200-no-content-length"}[m]
+}
+
+// origin is a fake next handler serving an fstest.MapFS like Caddy's
+// file_server: files (by mode), JSON directory listings in the browse
+// format when listing is on, and 404 HandlerErrors without writing for
+// what it does not have. It sets origin-only headers on every answer and
+// records every request.
+type origin struct {
+	mu       sync.Mutex
+	fsys     fstest.MapFS
+	mode     originMode
+	listing  bool
+	override map[string]caddyhttp.Handler // by request path
+	requests []*http.Request
+}
+
+func newOrigin(mode originMode, listing bool, files map[string][]byte) *origin {
+	o := &origin{fsys: fstest.MapFS{}, mode: mode, listing: listing, override: map[string]caddyhttp.Handler{}}
+	for name, data := range files {
+		o.fsys[name] = &fstest.MapFile{Data: data, Mode: 0o644, ModTime: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}
+	}
+	return o
+}
+
+// set adds or replaces a file.
+func (o *origin) set(name string, data []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.fsys[name] = &fstest.MapFile{Data: data, Mode: 0o644, ModTime: time.Now()}
+}
+
+// handle makes the origin answer requests for path with h.
+func (o *origin) handle(path string, h caddyhttp.HandlerFunc) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.override[path] = h
+}
+
+// paths returns the paths requested so far.
+func (o *origin) paths() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, r := range o.requests {
+		out = append(out, r.URL.Path)
+	}
+	return out
+}
+
+func (o *origin) reqs() []*http.Request {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.requests)
+}
+
+// browseItem is an item of Caddy's JSON directory listing
+// (fileserver.fileInfo).
+type browseItem struct {
+	Name      string      `json:"name"`
+	Size      int64       `json:"size"`
+	URL       string      `json:"url"`
+	ModTime   time.Time   `json:"mod_time"`
+	Mode      fs.FileMode `json:"mode"`
+	IsDir     bool        `json:"is_dir"`
+	IsSymlink bool        `json:"is_symlink"`
+}
+
+func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	o.mu.Lock()
+	o.requests = append(o.requests, r.Clone(context.Background()))
+	h := o.override[r.URL.Path]
+	mode, listing := o.mode, o.listing
+	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+	if name == "" {
+		name = "."
+	}
+	var (
+		fi      fs.FileInfo
+		data    []byte
+		entries []fs.DirEntry
+		err     error
+	)
+	if h == nil {
+		if fi, err = fs.Stat(o.fsys, name); err == nil {
+			if fi.IsDir() {
+				entries, err = fs.ReadDir(o.fsys, name)
+			} else {
+				data = o.fsys[name].Data
+			}
+		}
+	}
+	o.mu.Unlock()
+
+	w.Header().Set("ETag", `"`+originSecret+`"`)
+	w.Header().Set("X-Origin-Secret", originSecret)
+	if h != nil {
+		return h.ServeHTTP(w, r)
+	}
+	if err != nil {
+		return caddyhttp.Error(http.StatusNotFound, err)
+	}
+	if fi.IsDir() {
+		if !strings.HasSuffix(r.URL.Path, "/") {
+			// file_server's canonical URIs
+			http.Redirect(w, r, r.URL.Path+"/", http.StatusPermanentRedirect)
+			return nil
+		}
+		if !listing || !strings.Contains(r.Header.Get("Accept"), "application/json") {
+			return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("%s is a directory", name))
+		}
+		items := []browseItem{}
+		for _, e := range entries {
+			info, err := e.Info()
+			if err != nil {
+				return caddyhttp.Error(http.StatusInternalServerError, err)
+			}
+			n := e.Name()
+			if e.IsDir() {
+				n += "/"
+			}
+			items = append(items, browseItem{Name: n, Size: info.Size(), URL: "./" + n, ModTime: info.ModTime(), Mode: info.Mode(), IsDir: e.IsDir()})
+		}
+		js, _ := json.Marshal(items)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
+		_, err := w.Write(append(js, '\n'))
+		return err
+	}
+	switch mode {
+	case rangeMode:
+		http.ServeContent(w, r, name, fi.ModTime(), bytes.NewReader(data))
+		return nil
+	case fullMode:
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write(data)
+		return err
+	default:
+		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
+		w.WriteHeader(http.StatusOK)
+		for len(data) > 0 {
+			n := min(100, len(data))
+			if _, err := w.Write(data[:n]); err != nil {
+				return err
+			}
+			data = data[n:]
+		}
+		return nil
+	}
+}
+
+// catalogJSON encodes catalog file entries.
+func catalogJSON(entries ...catalogEntry) []byte {
+	b, err := json.Marshal(entries)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// newServerFor serves an already provisioned handler in front of next.
+func newServerFor(t testing.TB, h *Handler, next caddyhttp.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(caddyLike(h, next))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// clientFor makes a client of the server at url that pins roots.
+func clientFor(t testing.TB, url string, roots *x509.CertPool) *clientproxy.Client {
+	t.Helper()
+	c, err := clientproxy.NewClient(clientproxy.ClientOptions{ServerURL: url, Roots: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// wireCode is the Drm-Error code the handler sends for err. Tests compare
+// codes rather than the package's sentinels, so that they keep working when
+// the sentinels move (e.g. into the protocol package).
+func wireCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	if code := protocol.ErrorCode(err); code != "" {
+		return code
+	}
+	return "internal"
+}

@@ -1,0 +1,265 @@
+package caddymodule
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// fakeClock is an injectable now.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// testStore is a memoryStore on a fake clock, without a janitor (whose
+// ticks would race with the clock's injection).
+func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
+	clock := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &memoryStore{
+		idle:     idle,
+		max:      maxSessions,
+		now:      clock.now,
+		sessions: make(map[[protocol.SessionIDSize]byte]*storedSession),
+		stop:     make(chan struct{}),
+	}
+	return m, clock
+}
+
+func session(n byte) *protocol.ServerSession {
+	s := &protocol.ServerSession{}
+	s.ID[0], s.ID[15] = n, ^n
+	return s
+}
+
+func TestMemoryStoreIdleExpiry(t *testing.T) {
+	m, clock := testStore(time.Minute, 10)
+	a, b := session(1), session(2)
+	if err := m.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := m.Get(a.ID); !ok || got != a {
+		t.Fatal("fresh session not found")
+	}
+	// Using a session keeps it alive; looking it up does not.
+	for range 5 {
+		clock.advance(50 * time.Second)
+		if _, ok := m.Get(a.ID); !ok {
+			t.Fatal("a session in use expired")
+		}
+		m.Touch(a.ID)
+	}
+	// Exactly the idle timeout is still alive; past it is not.
+	clock.advance(time.Minute)
+	if _, ok := m.Get(a.ID); !ok {
+		t.Fatal("a session idle for exactly the timeout expired")
+	}
+	if _, ok := m.Get(b.ID); ok {
+		t.Fatal("a session idle for 5 minutes is alive")
+	}
+	if n := m.Len(); n != 1 {
+		t.Fatalf("Get of an expired session left it in the store: Len %d", n)
+	}
+	clock.advance(time.Minute + time.Nanosecond)
+	if _, ok := m.Get(a.ID); ok {
+		t.Fatal("a session idle for longer than the timeout is alive")
+	}
+	if _, ok := m.Get(session(9).ID); ok {
+		t.Fatal("unknown id found")
+	}
+}
+
+func TestMemoryStoreMaxAndSweep(t *testing.T) {
+	m, clock := testStore(time.Minute, 2)
+	a, b, c := session(1), session(2), session(3)
+	m.Add(a)
+	clock.advance(30 * time.Second)
+	m.Add(b)
+	err := m.Add(c)
+	if !errors.Is(err, protocol.ErrBusy) || protocol.ErrorCode(err) != "busy" {
+		t.Fatalf("third session: %v, want busy", err)
+	}
+	if m.Len() != 2 {
+		t.Fatalf("Len %d after a refused Add", m.Len())
+	}
+	// Live sessions are never evicted: a is idle 45s, within the timeout.
+	clock.advance(15 * time.Second)
+	if err := m.Add(c); err == nil {
+		t.Fatal("a live session was evicted for a new one")
+	}
+	// Once a has expired, a full store sweeps it and takes c.
+	clock.advance(16 * time.Second)
+	if err := m.Add(c); err != nil {
+		t.Fatalf("Add with an expired session in a full store: %v", err)
+	}
+	if _, ok := m.Get(a.ID); ok {
+		t.Fatal("the expired session is still there")
+	}
+	for _, s := range []*protocol.ServerSession{b, c} {
+		if _, ok := m.Get(s.ID); !ok {
+			t.Fatalf("live session %x lost", s.ID[:1])
+		}
+	}
+	// Delete makes room; deleting twice or an unknown id is harmless.
+	m.Delete(b.ID)
+	m.Delete(b.ID)
+	m.Delete(session(42).ID)
+	if err := m.Add(a); err != nil {
+		t.Fatalf("Add after Delete: %v", err)
+	}
+	if m.Len() != 2 {
+		t.Fatalf("Len %d", m.Len())
+	}
+}
+
+func TestMemoryStoreConcurrent(t *testing.T) {
+	m, _ := testStore(time.Minute, 1000)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				s := session(byte(g*100 + i))
+				s.ID[1], s.ID[2] = byte(g), byte(i)
+				if err := m.Add(s); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, ok := m.Get(s.ID); !ok {
+					t.Error("lost a session")
+				}
+				if i%2 == 0 {
+					m.Delete(s.ID)
+				}
+				m.Len()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := m.Len(); n != 400 {
+		t.Fatalf("Len %d, want 400", n)
+	}
+}
+
+// TestMemoryStoreJanitor: the janitor sweeps expired sessions without any
+// Get or Add (its period is at least a second).
+func TestMemoryStoreJanitor(t *testing.T) {
+	m := newMemoryStore(10*time.Millisecond, 10)
+	defer m.Destruct()
+	m.Add(session(1))
+	m.Add(session(2))
+	deadline := time.Now().Add(3 * time.Second)
+	for m.Len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the janitor left %d expired sessions", m.Len())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMemoryStoreDestruct: Destruct stops the janitor, and is idempotent.
+func TestMemoryStoreDestruct(t *testing.T) {
+	before := runtime.NumGoroutine()
+	stores := make([]*memoryStore, 20)
+	for i := range stores {
+		stores[i] = newMemoryStore(time.Hour, 10)
+	}
+	if n := runtime.NumGoroutine(); n < before+len(stores) {
+		t.Fatalf("%d goroutines after starting %d stores (from %d): no janitors?", n, len(stores), before)
+	}
+	for _, m := range stores {
+		if err := m.Destruct(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Destruct(); err != nil {
+			t.Fatalf("second Destruct: %v", err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines, %d before the stores:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A destructed store still answers (a request in flight during a
+	// reload may use it).
+	m := stores[0]
+	if err := m.Add(session(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Get(session(1).ID); !ok {
+		t.Fatal("destructed store lost a session")
+	}
+}
+
+// TestSessionPoolLifecycle: handlers of the same settings share one store
+// through the usage pool; the store is destructed (its janitor stopped)
+// when the last of them is cleaned up.
+func TestSessionPoolLifecycle(t *testing.T) {
+	pki := newPKI(t)
+	prefix := uniquePrefix()
+	mk := func() *Handler {
+		return &Handler{Prefix: prefix, Certificate: pki.ServerCert, Key: pki.ServerKey, ChunkSize: testChunkSize}
+	}
+	h1, h2 := mk(), mk()
+	for _, h := range []*Handler{h1, h2} {
+		if err := provision(t, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h1.sessions != h2.sessions {
+		t.Fatal("handlers of the same settings have different stores")
+	}
+	m := h1.sessions.(*memoryStore)
+	key := h1.poolKey
+	// A handler with another idle timeout gets its own store.
+	h3 := mk()
+	h3.SessionIdleTimeout = caddy.Duration(12345 * time.Millisecond)
+	if err := provision(t, h3); err != nil {
+		t.Fatal(err)
+	}
+	if h3.sessions == h1.sessions {
+		t.Fatal("different idle timeouts share a store")
+	}
+	h1.Cleanup()
+	h1.poolKey = ""
+	select {
+	case <-m.stop:
+		t.Fatal("the store was destructed while a handler still uses it")
+	default:
+	}
+	h2.Cleanup()
+	h2.poolKey = ""
+	select {
+	case <-m.stop:
+	case <-time.After(time.Second):
+		t.Fatal("the store was not destructed after the last cleanup")
+	}
+	if _, ok := sessionPool.References(key); ok {
+		t.Fatal("the pool still holds the store")
+	}
+}
