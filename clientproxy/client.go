@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -56,6 +57,19 @@ type Client struct {
 	earlyRekey atomic.Bool // a background rekey is running
 }
 
+// NewHTTPClient makes the transport to the server: pooled keep-alive
+// connections, HTTP/2 over https, no compression (sealed bytes do not
+// compress), and the system roots plus tlsRoots (if any) for https.
+func NewHTTPClient(tlsRoots *x509.CertPool) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.DisableCompression = true
+	if tlsRoots != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: tlsRoots}
+	}
+	return &http.Client{Transport: t, Timeout: time.Minute}
+}
+
 // maxAttempts bounds the retries of one request across rekeys and new
 // sessions.
 const maxAttempts = 4
@@ -80,10 +94,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	hc := opts.HTTPClient
 	if hc == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 32
-		t.DisableCompression = true // sealed bytes do not compress
-		hc = &http.Client{Transport: t, Timeout: time.Minute}
+		hc = NewHTTPClient(nil)
 	}
 	return &Client{
 		opts:   opts,

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -119,13 +118,13 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--suites: %w", err)
 	}
-	httpClient, err := newHTTPClient(c.tlsRootCA)
+	tlsRoots, err := loadTLSRoots(c.tlsRootCA)
 	if err != nil {
 		return err
 	}
 	client, err := clientproxy.NewClient(clientproxy.ClientOptions{
 		ServerURL: c.server, Roots: roots, ServerName: c.serverName,
-		Suites: suites, HTTPClient: httpClient, Logger: logger,
+		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -173,25 +172,22 @@ func splitList(s string) []string {
 	return out
 }
 
-// newHTTPClient makes the transport to the server: pooled keep-alive
-// connections, HTTP/2 over https, optional extra TLS roots.
-func newHTTPClient(tlsRootCA string) (*http.Client, error) {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 32
-	t.DisableCompression = true
-	if tlsRootCA != "" {
-		pem, err := os.ReadFile(tlsRootCA)
-		if err != nil {
-			return nil, err
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-root-ca %s holds no certificate", tlsRootCA)
-		}
-		t.TLSClientConfig = &tls.Config{RootCAs: pool}
+// loadTLSRoots returns the system roots plus those in file, or nil when
+// file is empty (the system roots alone).
+func loadTLSRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
 	}
-	return &http.Client{Transport: t, Timeout: time.Minute}, nil
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-root-ca %s holds no certificate", file)
+	}
+	return pool, nil
 }
