@@ -105,15 +105,15 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	if req.Index > uint64(1<<62)/uint64(cs) {
 		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d", protocol.ErrOutOfRange, req.Index))
 	}
-	plain := h.getBuf()
-	defer h.putBuf(plain)
-	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(req.Index)*cs, cs, *plain)
+	// One buffer: the origin's bytes land after room for the reply header,
+	// and the chunk is sealed in place over them.
+	buf := h.getBuf()
+	defer h.putBuf(buf)
+	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(req.Index)*cs, cs, (*buf)[protocol.ResponseHeaderSize:protocol.ResponseHeaderSize])
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
-	sealedBuf := h.getBuf()
-	defer h.putBuf(sealedBuf)
-	sealed, err := sess.SealChunk((*sealedBuf)[:0], accepted, req.MediaID, req.Index, uint64(slice.total), slice.data)
+	sealed, err := sess.SealChunk((*buf)[:0], accepted, req.MediaID, req.Index, uint64(slice.total), slice.data)
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}

@@ -150,7 +150,12 @@ func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte,
 		used = s
 		return s.NewChunkRequest(id, uint64(index))
 	}, func(req *protocol.Request, body []byte) error {
-		h, plain, err := req.OpenChunk(nil, body)
+		// Open in place: the plaintext takes the ciphertext's bytes.
+		var dst []byte
+		if len(body) >= protocol.ResponseHeaderSize {
+			dst = body[protocol.ResponseHeaderSize:protocol.ResponseHeaderSize]
+		}
+		h, plain, err := req.OpenChunk(dst, body)
 		if err != nil {
 			return err
 		}
@@ -335,20 +340,38 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte
 		return nil, fmt.Errorf("clientproxy: %s: %w", endpoint, err)
 	}
 	defer resp.Body.Close()
-	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReplySize+1))
-	if err != nil {
-		return nil, fmt.Errorf("clientproxy: %s: reading the reply: %w", endpoint, err)
-	}
 	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection reusable
 		if code := resp.Header.Get("Drm-Error"); code != "" {
 			return nil, fmt.Errorf("clientproxy: %s: %d: %w", endpoint, resp.StatusCode, protocol.ErrorFromCode(code))
 		}
 		return nil, fmt.Errorf("clientproxy: %s: server answered %s", endpoint, resp.Status)
 	}
-	if len(reply) > maxReplySize {
-		return nil, fmt.Errorf("clientproxy: %s: reply larger than %d bytes", endpoint, maxReplySize)
+	reply, err := readReply(resp)
+	if err != nil {
+		return nil, fmt.Errorf("clientproxy: %s: reading the reply: %w", endpoint, err)
 	}
 	return reply, nil
+}
+
+// readReply reads a reply body of at most maxReplySize bytes. With a
+// Content-Length (which the server always sends) it is one allocation of
+// the exact size, which the chunk's plaintext then shares: chunks are
+// opened in place.
+func readReply(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 {
+		if n > maxReplySize {
+			return nil, fmt.Errorf("reply of %d bytes is larger than %d", n, maxReplySize)
+		}
+		buf := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, buf)
+		return buf, err
+	}
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, maxReplySize+1))
+	if err == nil && len(buf) > maxReplySize {
+		err = fmt.Errorf("reply larger than %d bytes", maxReplySize)
+	}
+	return buf, err
 }
 
 var _ Source = (*Client)(nil)

@@ -32,6 +32,26 @@ func TestEverySuiteRoundTrips(t *testing.T) {
 					if err != nil {
 						t.Fatalf("size %d chunk %d: %v", size, index, err)
 					}
+					// Sealed in place, as the Caddy module seals chunks.
+					req2, _ := p.client.NewChunkRequest("dir/song.flac", uint64(index))
+					a2, err := p.server.OpenRequest(req2.Envelope)
+					if err != nil {
+						t.Fatal(err)
+					}
+					buf := make([]byte, ResponseHeaderSize+len(chunk), ResponseHeaderSize+len(chunk)+100)
+					copy(buf[ResponseHeaderSize:], chunk)
+					sealed2, err := p.server.SealChunk(buf[:0], a2, "dir/song.flac", uint64(index), uint64(size), buf[ResponseHeaderSize:])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, got2, err := req2.OpenChunk(nil, sealed2); err != nil || !bytes.Equal(got2, chunk) {
+						t.Fatalf("size %d chunk %d sealed in place: %v", size, index, err)
+					}
+					// Opened in place, as clientproxy opens chunks.
+					inPlace := bytes.Clone(reply)
+					if _, got2, err := req.OpenChunk(inPlace[ResponseHeaderSize:ResponseHeaderSize], inPlace); err != nil || !bytes.Equal(got2, chunk) {
+						t.Fatalf("size %d chunk %d in place: %v", size, index, err)
+					}
 					if !bytes.Equal(got, chunk) {
 						t.Fatalf("size %d chunk %d: plaintext differs", size, index)
 					}
