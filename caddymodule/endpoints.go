@@ -31,10 +31,14 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
 		return h.fail(w, http.StatusServiceUnavailable, err)
 	}
 	metricHandshakes.WithLabelValues(sess.Suite.Name(), "ok").Inc()
-	h.logger.Info("session opened",
-		zap.String("session", sessionLabel(sess.ID)),
-		zap.String("suite", sess.Suite.Name()),
-		zap.String("remote", r.RemoteAddr))
+	// Session events are per listener, thousands a second on a busy
+	// server: debug level, checked first so that a disabled level costs no
+	// allocation (as Caddy does for its per-request logs).
+	if ce := h.logger.Check(zap.DebugLevel, "session opened"); ce != nil {
+		ce.Write(zap.String("session", sessionLabel(sess.ID)),
+			zap.String("suite", sess.Suite.Name()),
+			zap.String("remote", r.RemoteAddr))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply)))
 	_, err = w.Write(reply)
@@ -82,11 +86,15 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 			return h.fail(w, statusFor(err), err)
 		}
 		metricRekeys.Inc()
-		h.logger.Debug("session rekeyed", zap.String("session", sessionLabel(sess.ID)), zap.Uint32("epoch", hdr.Epoch+1))
+		if ce := h.logger.Check(zap.DebugLevel, "session rekeyed"); ce != nil {
+			ce.Write(zap.String("session", sessionLabel(sess.ID)), zap.Uint32("epoch", hdr.Epoch+1))
+		}
 		return h.writeBinary(w, reply)
 	case protocol.MsgClose:
 		h.sessions.Delete(sess.ID)
-		h.logger.Info("session closed", zap.String("session", sessionLabel(sess.ID)))
+		if ce := h.logger.Check(zap.DebugLevel, "session closed"); ce != nil {
+			ce.Write(zap.String("session", sessionLabel(sess.ID)))
+		}
 		return h.writeReply(w, sess, req, nil)
 	}
 	return h.fail(w, http.StatusBadRequest, protocol.ErrWrongMessage)

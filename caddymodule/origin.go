@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path"
 	"strconv"
@@ -192,6 +193,34 @@ func (w *captureWriter) Write(p []byte) (int, error) {
 	w.buf = append(w.buf, p...)
 	return n, nil
 }
+
+// ReadFrom lets an origin that copies from a reader (file_server's
+// io.Copy of the file) read straight into the buffer, which saves a copy
+// of every chunk. Bytes to skip, and bytes past the buffer, take Write's
+// path.
+func (w *captureWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	var read int64
+	for w.skip == 0 && int64(len(w.buf)) < w.limit && int64(cap(w.buf)) >= w.limit {
+		n, err := r.Read(w.buf[len(w.buf):w.limit])
+		w.buf = w.buf[:len(w.buf)+n]
+		w.seen += int64(n)
+		read += int64(n)
+		if err == io.EOF {
+			return read, nil
+		}
+		if err != nil {
+			return read, err
+		}
+	}
+	n, err := io.Copy(writeOnly{w}, r)
+	return read + n, err
+}
+
+// writeOnly hides ReadFrom, so io.Copy uses Write.
+type writeOnly struct{ io.Writer }
 
 // parseContentRange parses "bytes a-b/n".
 func parseContentRange(v string) (start, end, total int64, ok bool) {
