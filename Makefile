@@ -52,8 +52,10 @@ fuzz:
 e2e: deps
 	DRM_E2E_STRICT=1 $(GO) test -race -count=1 -v ./e2e/
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./protocol/
+# caddy-drm against plain Caddy, on loopback (bench/README.md): ~10 min;
+# BENCH_QUICK=1 for a 1-2 min smoke run.
+bench: caddy clientproxy
+	$(GO) run ./internal/tools/drmbench -caddy $(BIN)/caddy -clientproxy $(BIN)/clientproxy -out bench/results
 
 clean:
 	rm -rf $(BIN) demo
