@@ -37,6 +37,7 @@ type memoryStore struct {
 	sessions map[[protocol.SessionIDSize]byte]*storedSession
 	stop     chan struct{}
 	stopOnce sync.Once
+	stopped  chan struct{} // closed when the janitor has returned
 }
 
 type storedSession struct {
@@ -51,6 +52,7 @@ func newMemoryStore(idle time.Duration, maxSessions int) *memoryStore {
 		now:      time.Now,
 		sessions: make(map[[protocol.SessionIDSize]byte]*storedSession),
 		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	go m.janitor(max(idle/4, time.Second))
 	return m
@@ -117,6 +119,7 @@ func (m *memoryStore) sweepLocked(now time.Time) {
 }
 
 func (m *memoryStore) janitor(every time.Duration) {
+	defer close(m.stopped)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"errors"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -181,29 +180,27 @@ func TestMemoryStoreJanitor(t *testing.T) {
 
 // TestMemoryStoreDestruct: Destruct stops the janitor, and is idempotent.
 func TestMemoryStoreDestruct(t *testing.T) {
-	before := runtime.NumGoroutine()
 	stores := make([]*memoryStore, 20)
 	for i := range stores {
 		stores[i] = newMemoryStore(time.Hour, 10)
 	}
-	if n := runtime.NumGoroutine(); n < before+len(stores) {
-		t.Fatalf("%d goroutines after starting %d stores (from %d): no janitors?", n, len(stores), before)
-	}
 	for _, m := range stores {
+		select {
+		case <-m.stopped:
+			t.Fatal("janitor ended before Destruct")
+		default:
+		}
 		if err := m.Destruct(); err != nil {
 			t.Fatal(err)
 		}
 		if err := m.Destruct(); err != nil {
 			t.Fatalf("second Destruct: %v", err)
 		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines, %d before the stores:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		select {
+		case <-m.stopped:
+		case <-time.After(5 * time.Second):
+			t.Fatal("janitor still running 5 s after Destruct")
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	// A destructed store still answers (a request in flight during a
 	// reload may use it).
