@@ -26,10 +26,10 @@ const (
 	// EnvelopeHeaderSize is the clear, authenticated part of a request:
 	// version(1) type(1) session_id(16) epoch(4) seq(8).
 	EnvelopeHeaderSize = 1 + 1 + SessionIDSize + 4 + 8
-	// ChunkHeaderSize is the clear, authenticated part of a chunk:
-	// version(1) flags(1) epoch(4) seq(8) index(8) media_size(8)
-	// remaining_chunks(4).
-	ChunkHeaderSize = 1 + 1 + 4 + 8 + 8 + 8 + 4
+	// ResponseHeaderSize is the clear, authenticated part of a reply:
+	// version(1) type(1) flags(1) epoch(4) seq(8) index(8) media_size(8)
+	// remaining(4).
+	ResponseHeaderSize = 1 + 1 + 1 + 4 + 8 + 8 + 8 + 4
 
 	// MaxMediaIDLength bounds media ids (bytes).
 	MaxMediaIDLength = 1024

@@ -167,9 +167,9 @@ func (c *ServerConfig) now() time.Time {
 	return time.Now()
 }
 
-// Validate checks the configuration once, so Accept and the sessions it
-// makes need not guard against a zero chunk size or a key they cannot sign
-// with.
+// Validate checks the configuration: a chunk size in range and a key the
+// server can sign with. Accept calls it too (it costs a few comparisons),
+// so a bad configuration is an error, never a panic in a session.
 func (c *ServerConfig) Validate() error {
 	switch {
 	case len(c.Suites) == 0:
@@ -189,8 +189,8 @@ func (c *ServerConfig) Validate() error {
 // the client's key share, derives epoch 0 and signs the transcript. It
 // returns the new session and the reply (a Signed ServerHello).
 func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error) {
-	if c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize {
-		return nil, nil, c.Validate() // a configuration Validate refuses
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
 	}
 	ch, err := ParseClientHello(clientHello)
 	if err != nil {

@@ -64,9 +64,6 @@ type ResponseHeader struct {
 	Remaining uint32
 }
 
-// ResponseHeaderSize is the length of an encoded ResponseHeader.
-const ResponseHeaderSize = 1 + 1 + 1 + 4 + 8 + 8 + 8 + 4
-
 func (h *ResponseHeader) appendTo(b []byte) []byte {
 	b = append(b, Version, byte(h.Type), h.Flags)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
