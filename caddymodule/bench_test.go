@@ -18,8 +18,8 @@ func BenchmarkHandshakeEndpoint(b *testing.B) {
 	for _, name := range []string{"X25519_AES128_GCM_SHA256", "X25519MLKEM768_AES128_GCM_SHA256"} {
 		b.Run(name, func(b *testing.B) {
 			e := newEnv(b, newOrigin(rangeMode, true, nil), func(h *Handler) { h.Suites = []string{name}; h.MaxSessions = 1 << 30 })
-			suite, _ := protocol.ParseSuite(name)
-			cfg := &protocol.ClientConfig{Suites: []protocol.Suite{suite}, VerifyCertificate: nil}
+			suites, _ := protocol.ParseSuites([]string{name})
+			cfg := &protocol.ClientConfig{Suites: suites}
 			url := e.h.Prefix + "/v1/handshake"
 			b.ReportAllocs()
 			for b.Loop() {

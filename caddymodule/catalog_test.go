@@ -113,12 +113,12 @@ func TestCatalogFromFile(t *testing.T) {
 	// A medium named only by the catalog file (not media by its
 	// extension) is served; the catalog file itself is not.
 	s := e.session(t)
-	req, _ := s.NewChunkRequest("lecture.bin", 0)
-	if resp, _ := e.post(t, "chunk", req.Envelope); resp.StatusCode != 200 {
+	req := s.NewChunkRequest("lecture.bin", 0)
+	if resp, _ := e.post(t, "chunk", req.Envelope()); resp.StatusCode != 200 {
 		t.Errorf("lecture.bin: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
-	req, _ = s.NewChunkRequest("catalog.json", 0)
-	resp, _ := e.post(t, "chunk", req.Envelope)
+	req = s.NewChunkRequest("catalog.json", 0)
+	resp, _ := e.post(t, "chunk", req.Envelope())
 	wantRefusal(t, "catalog.json", resp, http.StatusNotFound, "not-found")
 }
 
@@ -207,8 +207,8 @@ func TestCatalogEmpty(t *testing.T) {
 	o := newOrigin(rangeMode, true, map[string][]byte{"only.txt": []byte("x")})
 	e := newEnv(t, o, nil)
 	s := e.session(t)
-	req := s.NewRequest(protocol.MsgCatalog, nil)
-	resp, body := e.post(t, "catalog", req.Envelope)
+	req := s.NewCatalogRequest()
+	resp, body := e.post(t, "catalog", req.Envelope())
 	if resp.StatusCode != 200 {
 		t.Fatalf("%s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
@@ -263,7 +263,7 @@ func TestCatalogBrokenSources(t *testing.T) {
 		o.set("catalog.json", []byte("nope"))
 		e := newEnv(t, o, nil)
 		s := e.session(t)
-		resp, _ := e.post(t, "catalog", s.NewRequest(protocol.MsgCatalog, nil).Envelope)
+		resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 		wantRefusal(t, "catalog", resp, http.StatusBadGateway, "origin")
 		// The details (both sources and why they failed) go to the log,
 		// not to the client.
@@ -271,8 +271,8 @@ func TestCatalogBrokenSources(t *testing.T) {
 			t.Errorf("Drm-Error %q", de)
 		}
 		// A chunk request cannot be served either: 502 too.
-		req, _ := s.NewChunkRequest("a.flac", 0)
-		resp, _ = e.post(t, "chunk", req.Envelope)
+		req := s.NewChunkRequest("a.flac", 0)
+		resp, _ = e.post(t, "chunk", req.Envelope())
 		wantRefusal(t, "chunk", resp, http.StatusBadGateway, "origin")
 	})
 }
@@ -293,8 +293,8 @@ func TestCatalogCache(t *testing.T) {
 	}
 	s := e.session(t)
 	for i := range 20 {
-		req, _ := s.NewChunkRequest("new.flac", uint64(i))
-		resp, _ := e.post(t, "chunk", req.Envelope)
+		req := s.NewChunkRequest("new.flac", uint64(i))
+		resp, _ := e.post(t, "chunk", req.Envelope())
 		wantRefusal(t, "unknown id", resp, http.StatusNotFound, "not-found")
 	}
 	if n := len(o.reqs()) - before; n != 0 {
@@ -307,18 +307,18 @@ func TestCatalogCache(t *testing.T) {
 	e.h.catalog.mu.Lock()
 	e.h.catalog.snap.fetched = time.Now().Add(-catalogMissTTL - time.Millisecond)
 	e.h.catalog.mu.Unlock()
-	req, _ := s.NewChunkRequest("new.flac", 0)
-	resp, body := e.post(t, "chunk", req.Envelope)
+	req := s.NewChunkRequest("new.flac", 0)
+	resp, body := e.post(t, "chunk", req.Envelope())
 	if resp.StatusCode != 200 {
 		t.Fatalf("new medium after the refresh: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
-	if _, got, err := req.OpenChunk(nil, body); err != nil || string(got) != string(want) {
+	if c, err := req.OpenChunk(body); err != nil || string(c.Data) != string(want) {
 		t.Fatalf("new medium: %v", err)
 	}
 	// A known id in a fresh catalog needs no origin request but the chunk.
 	before = len(o.reqs())
-	req, _ = s.NewChunkRequest("a.flac", 0)
-	e.post(t, "chunk", req.Envelope)
+	req = s.NewChunkRequest("a.flac", 0)
+	e.post(t, "chunk", req.Envelope())
 	if n := len(o.reqs()) - before; n != 1 {
 		t.Fatalf("%d origin requests for one chunk of a known id, want 1", n)
 	}
@@ -356,7 +356,7 @@ func TestCatalogRefreshFailure(t *testing.T) {
 	e.h.catalog.snap.fetched = time.Now().Add(-catalogTTL)
 	e.h.catalog.mu.Unlock()
 	s := e.session(t)
-	resp, _ := e.post(t, "catalog", s.NewRequest(protocol.MsgCatalog, nil).Envelope)
+	resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 	wantRefusal(t, "catalog while the origin is down", resp, http.StatusBadGateway, "origin")
 	o.mu.Lock()
 	o.override = map[string]caddyhttp.Handler{}

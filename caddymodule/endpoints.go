@@ -30,13 +30,13 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", "10")
 		return h.fail(w, http.StatusServiceUnavailable, err)
 	}
-	metricHandshakes.WithLabelValues(sess.Suite.Name(), "ok").Inc()
+	metricHandshakes.WithLabelValues(sess.Suite().Name(), "ok").Inc()
 	// Session events are per listener, thousands a second on a busy
 	// server: debug level, checked first so that a disabled level costs no
 	// allocation (as Caddy does for its per-request logs).
 	if ce := h.logger.Check(zap.DebugLevel, "session opened"); ce != nil {
-		ce.Write(zap.String("session", sessionLabel(sess.ID)),
-			zap.String("suite", sess.Suite.Name()),
+		ce.Write(zap.Stringer("session", sess.ID()),
+			zap.Stringer("suite", sess.Suite()),
 			zap.String("remote", r.RemoteAddr))
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -51,14 +51,14 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	if err != nil {
 		return h.fail(w, http.StatusBadRequest, err)
 	}
-	hdr, err := protocol.ParseRequestHeader(body)
+	id, typ, err := protocol.PeekRequest(body)
 	if err != nil {
 		return h.fail(w, http.StatusBadRequest, err)
 	}
-	if hdr.Type != want {
-		return h.fail(w, http.StatusBadRequest, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, hdr.Type, want))
+	if typ != want {
+		return h.fail(w, http.StatusBadRequest, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want))
 	}
-	sess, ok := h.sessions.Get(hdr.SessionID)
+	sess, ok := h.sessions.Get(id)
 	if !ok {
 		return h.fail(w, http.StatusForbidden, protocol.ErrUnknownSession)
 	}
@@ -66,8 +66,8 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
-	h.sessions.Touch(sess.ID)
-	switch hdr.Type {
+	h.sessions.Touch(id)
+	switch typ {
 	case protocol.MsgChunk:
 		return h.serveChunk(w, r, next, sess, req)
 	case protocol.MsgCatalog:
@@ -87,13 +87,13 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		}
 		metricRekeys.Inc()
 		if ce := h.logger.Check(zap.DebugLevel, "session rekeyed"); ce != nil {
-			ce.Write(zap.String("session", sessionLabel(sess.ID)), zap.Uint32("epoch", hdr.Epoch+1))
+			ce.Write(zap.Stringer("session", id), zap.Uint32("epoch", req.Epoch()+1))
 		}
 		return h.writeBinary(w, reply)
 	case protocol.MsgClose:
-		h.sessions.Delete(sess.ID)
+		h.sessions.Delete(id)
 		if ce := h.logger.Check(zap.DebugLevel, "session closed"); ce != nil {
-			ce.Write(zap.String("session", sessionLabel(sess.ID)))
+			ce.Write(zap.Stringer("session", id))
 		}
 		return h.writeReply(w, sess, req, nil)
 	}
@@ -102,26 +102,27 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 
 // serveChunk reads one chunk from the origin and sends it sealed.
 func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, sess *protocol.ServerSession, accepted *protocol.Accepted) error {
-	req, err := protocol.ParseChunkRequest(accepted.Payload)
+	req := accepted.Chunk()
+	item, err := h.catalog.lookup(r, next, req.MediaID)
 	if err != nil {
-		return h.fail(w, http.StatusBadRequest, err)
-	}
-	if _, err := h.catalog.lookup(r, next, req.MediaID); err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
-	cs := int64(sess.ChunkSize)
-	if req.Index > uint64(1<<62)/uint64(cs) {
-		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d", protocol.ErrOutOfRange, req.Index))
+	// The catalog's size bounds the index before the origin is asked (the
+	// origin's own size is what the chunk then carries).
+	start, _, ok := protocol.ChunkSpan(req.Index, uint64(item.Size), sess.ChunkSize())
+	if !ok {
+		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, req.Index, req.MediaID))
 	}
 	// One buffer: the origin's bytes land after room for the reply header,
 	// and the chunk is sealed in place over them.
 	buf := h.getBuf()
 	defer h.putBuf(buf)
-	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(req.Index)*cs, cs, (*buf)[protocol.ResponseHeaderSize:protocol.ResponseHeaderSize])
+	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(start), int64(sess.ChunkSize()),
+		(*buf)[protocol.ReplyHeaderSize:protocol.ReplyHeaderSize])
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
-	sealed, err := sess.SealChunk((*buf)[:0], accepted, req.MediaID, req.Index, uint64(slice.total), slice.data)
+	sealed, err := sess.SealChunk((*buf)[:0], accepted, uint64(slice.total), slice.data)
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
@@ -195,10 +196,4 @@ func statusFor(err error) int {
 		return http.StatusBadGateway
 	}
 	return http.StatusBadRequest
-}
-
-// sessionLabel is a short, loggable form of a session id (its first 8
-// bytes); the id is not a secret, but logs need not carry all of it.
-func sessionLabel(id [protocol.SessionIDSize]byte) string {
-	return fmt.Sprintf("%x", id[:8])
 }

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -85,28 +84,26 @@ func (ft *fuzzTarget) handshake(t testing.TB) *protocol.ClientSession {
 	return s
 }
 
-// forget removes the session a successful raw handshake made, so the
-// store never fills up.
-func (ft *fuzzTarget) forget(reply []byte) {
-	signed, err := protocol.ParseSigned(reply)
-	if err != nil {
-		return
+// forget removes every session but the live one, so the raw handshakes
+// of the fuzzer never fill the store.
+func (ft *fuzzTarget) forget() {
+	store := ft.h.sessions.(*memoryStore)
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for id := range store.sessions {
+		if ft.sess == nil || id != ft.sess.ID() {
+			delete(store.sessions, id)
+		}
 	}
-	sh, err := protocol.ParseServerHello(signed.Message)
-	if err != nil {
-		return
-	}
-	var id [protocol.SessionIDSize]byte
-	copy(id[:], sh.SessionID)
-	ft.h.sessions.Delete(id)
 }
 
 // FuzzHandlerRequest feeds arbitrary bodies to every endpoint. When mode's
-// high bit is set, the body is instead the payload of a request sealed
-// under a live session (so the fuzzer gets past authentication, into the
-// chunk request, media id, catalog and rekey parsing). The handler must
-// never panic, answer a refusal with a 4xx and a known Drm-Error code, and
-// never a 5xx: its origin is healthy.
+// high bit is set, the fuzzer's bytes instead become a request sealed under
+// a live session (so the fuzzer gets past authentication): a chunk request
+// for media id body and chunk index, or a catalog, rekey or close request.
+// The handler must never panic, answer a refusal with a 4xx and a known
+// Drm-Error code, and never a 5xx: its origin is healthy. (Malformed sealed
+// payloads are the protocol package's fuzz targets.)
 func FuzzHandlerRequest(f *testing.F) {
 	files := map[string][]byte{"a.flac": mediaBytes(3*testChunkSize+7, 1), "dir/b.mp3": mediaBytes(10, 2), "empty.flac": {}}
 	o := newOrigin(rangeMode, true, files)
@@ -115,36 +112,35 @@ func FuzzHandlerRequest(f *testing.F) {
 	ft := &fuzzTarget{h: e.h, next: o, env: e}
 	ft.sess = ft.handshake(f)
 
-	// Seeds: valid messages of a real session, raw and as sealed payloads.
+	// Seeds: valid messages of a real session, raw and as sealed requests.
 	seedSess := ft.handshake(f)
 	_, hello, _ := e.clientConfig(nil).Start()
-	chunk, _ := seedSess.NewChunkRequest("a.flac", 1)
 	rk, _ := seedSess.StartRekey()
-	f.Add(uint8(0), hello)
-	f.Add(uint8(1), seedSess.NewRequest(protocol.MsgCatalog, nil).Envelope)
-	f.Add(uint8(2), chunk.Envelope)
-	f.Add(uint8(3), rk.Request.Envelope)
-	f.Add(uint8(4), seedSess.NewRequest(protocol.MsgClose, nil).Envelope)
-	f.Add(uint8(5), []byte("{}"))
-	f.Add(uint8(1), []byte{})
-	f.Add(uint8(2), []byte{1, 2, 0})
-	rekeyPayload, _ := json.Marshal(protocol.RekeyRequest{Random: make([]byte, 32), KeyShare: make([]byte, 32)})
+	f.Add(uint8(0), uint64(0), hello)
+	f.Add(uint8(1), uint64(0), seedSess.NewCatalogRequest().Envelope())
+	f.Add(uint8(2), uint64(0), seedSess.NewChunkRequest("a.flac", 1).Envelope())
+	f.Add(uint8(3), uint64(0), rk.Request().Envelope())
+	f.Add(uint8(4), uint64(0), seedSess.NewCloseRequest().Envelope())
+	f.Add(uint8(5), uint64(0), []byte("{}"))
+	f.Add(uint8(1), uint64(0), []byte{})
+	f.Add(uint8(2), uint64(0), []byte{1, 2, 0})
 	// Sealed mode: the message type is (mode&0x7f)%4+1.
-	f.Add(uint8(0x80|0), []byte(nil))
-	f.Add(uint8(0x80|1), protocol.ChunkRequest{MediaID: "a.flac", Index: 3}.Marshal())
-	f.Add(uint8(0x80|1), protocol.ChunkRequest{MediaID: "dir/b.mp3", Index: 0}.Marshal())
-	f.Add(uint8(0x80|1), protocol.ChunkRequest{MediaID: "empty.flac", Index: 0}.Marshal())
-	f.Add(uint8(0x80|1), protocol.ChunkRequest{MediaID: "../catalog.json", Index: 0}.Marshal())
-	f.Add(uint8(0x80|1), protocol.ChunkRequest{MediaID: "a.flac", Index: 1 << 60}.Marshal())
-	f.Add(uint8(0x80|2), rekeyPayload)
-	f.Add(uint8(0x80|3), []byte("bye"))
+	f.Add(uint8(0x80|0), uint64(0), []byte(nil))
+	for _, c := range []struct {
+		id    string
+		index uint64
+	}{{"a.flac", 3}, {"dir/b.mp3", 0}, {"empty.flac", 0}, {"../catalog.json", 0}, {"a.flac", 1 << 60}, {"a\x00", 0}, {"", 0}} {
+		f.Add(uint8(0x80|1), c.index, []byte(c.id))
+	}
+	f.Add(uint8(0x80|2), uint64(0), []byte(nil))
+	f.Add(uint8(0x80|3), uint64(0), []byte(nil))
 
-	f.Fuzz(func(t *testing.T, mode uint8, body []byte) {
+	f.Fuzz(func(t *testing.T, mode uint8, index uint64, body []byte) {
 		if mode&0x80 == 0 {
 			ep := fuzzEndpoints[int(mode)%len(fuzzEndpoints)]
-			status, reply := ft.serve(t, "POST", ft.h.Prefix+"/v1/"+ep, body)
+			status, _ := ft.serve(t, "POST", ft.h.Prefix+"/v1/"+ep, body)
 			if ep == "handshake" && status == http.StatusOK {
-				ft.forget(reply)
+				ft.forget()
 			}
 			if mode%16 == 15 {
 				ft.serve(t, "GET", ft.h.Prefix+"/v1/"+ep, body)
@@ -154,23 +150,29 @@ func FuzzHandlerRequest(f *testing.F) {
 		}
 		ft.mu.Lock()
 		defer ft.mu.Unlock()
-		mt := protocol.MessageType(int(mode&0x7f)%4 + 1)
-		if len(body) > protocol.MaxRequestSize {
-			body = body[:protocol.MaxRequestSize]
+		var req *protocol.Request
+		switch protocol.MessageType(int(mode&0x7f)%4 + 1) {
+		case protocol.MsgCatalog:
+			req = ft.sess.NewCatalogRequest()
+		case protocol.MsgChunk:
+			req = ft.sess.NewChunkRequest(string(body[:min(len(body), 2048)]), index)
+		case protocol.MsgRekey:
+			rk, err := ft.sess.StartRekey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			req = rk.Request()
+		case protocol.MsgClose:
+			req = ft.sess.NewCloseRequest()
 		}
-		req := ft.sess.NewRequest(mt, body)
-		cr, crErr := protocol.ParseChunkRequest(body)
-		if mt == protocol.MsgChunk && crErr == nil {
-			// The same envelope, with the media id the reply is bound to.
-			req, _ = ft.sess.NewChunkRequest(cr.MediaID, cr.Index)
-		}
-		status, reply := ft.serve(t, "POST", ft.h.Prefix+"/v1/"+mt.String(), req.Envelope)
+		mt := req.Type()
+		status, reply := ft.serve(t, "POST", ft.h.Prefix+"/v1/"+mt.String(), req.Envelope())
 		switch {
 		case status == http.StatusOK && mt == protocol.MsgChunk:
-			if crErr != nil {
-				t.Fatalf("chunk request %x served although it does not parse: %v", body, crErr)
+			if protocol.ValidMediaID(string(body)) != nil {
+				t.Fatalf("chunk of the invalid media id %q served", body)
 			}
-			if _, _, err := req.OpenChunk(nil, reply); err != nil {
+			if _, err := req.OpenChunk(reply); err != nil {
 				t.Fatalf("served chunk does not open: %v", err)
 			}
 		case status == http.StatusOK && mt != protocol.MsgRekey:
@@ -182,7 +184,7 @@ func FuzzHandlerRequest(f *testing.F) {
 			status == http.StatusConflict || status == http.StatusForbidden {
 			// The live session ended, moved to an epoch the client
 			// does not have, or ran out of chunks: start a new one.
-			ft.h.sessions.Delete(ft.sess.ID)
+			ft.h.sessions.Delete(ft.sess.ID())
 			ft.sess = ft.handshake(t)
 		}
 	})

@@ -121,7 +121,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		},
 	}
 	h.catalog = &catalog{originPath: h.OriginPath, file: h.CatalogFile}
-	bufSize := h.ChunkSize + protocol.ResponseHeaderSize + 64
+	// Room for a whole sealed chunk: header, chunk, the most a cipher adds.
+	bufSize := protocol.MaxReplySize - protocol.MaxChunkSize + h.ChunkSize
 	h.bufs = &sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
 
 	// Sessions belong to the identity that signed their handshakes.

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -129,11 +130,8 @@ func TestUnknownMediaID(t *testing.T) {
 	e := newEnv(t, o, nil)
 	s := e.session(t)
 	for _, id := range []string{"nope.flac", "notes.txt", "cover.jpg", "catalog.json", "sub", "A.flac", "a.flac/x"} {
-		req, err := s.NewChunkRequest(id, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, _ := e.post(t, "chunk", req.Envelope)
+		req := s.NewChunkRequest(id, 0)
+		resp, _ := e.post(t, "chunk", req.Envelope())
 		wantRefusal(t, "chunk of "+id, resp, http.StatusNotFound, "not-found")
 	}
 	for _, r := range o.reqs() {
@@ -243,8 +241,8 @@ func TestRotation(t *testing.T) {
 	// raw session that does not rekey is stopped at the third chunk.
 	s := e.session(t)
 	for i := range 3 {
-		req, _ := s.NewChunkRequest("song.flac", uint64(i))
-		resp, _ := e.post(t, "chunk", req.Envelope)
+		req := s.NewChunkRequest("song.flac", uint64(i))
+		resp, _ := e.post(t, "chunk", req.Envelope())
 		if i < 2 && resp.StatusCode != http.StatusOK {
 			t.Fatalf("chunk %d: %s %q", i, resp.Status, resp.Header.Get("Drm-Error"))
 		}
@@ -378,7 +376,7 @@ func TestSessionIdleExpiry(t *testing.T) {
 		t.Errorf("%d handshakes, want the client's second one too", n)
 	}
 	// The raw session expired as well.
-	resp, _ := e.post(t, "catalog", raw.NewRequest(protocol.MsgCatalog, nil).Envelope)
+	resp, _ := e.post(t, "catalog", raw.NewCatalogRequest().Envelope())
 	wantRefusal(t, "expired raw session", resp, http.StatusForbidden, "unknown-session")
 }
 
@@ -408,8 +406,8 @@ func TestMaxSessions(t *testing.T) {
 		t.Errorf("client on a full server: %v, want a busy error", err)
 	}
 	// Closing a session makes room.
-	req := s1.NewRequest(protocol.MsgClose, nil)
-	resp, body := e.post(t, "close", req.Envelope)
+	req := s1.NewCloseRequest()
+	resp, body := e.post(t, "close", req.Envelope())
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("close: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
@@ -439,16 +437,16 @@ func TestCloseRemovesSession(t *testing.T) {
 		t.Fatalf("%d sessions after close, want 0", n)
 	}
 	s := e.session(t)
-	resp, _ := e.post(t, "close", s.NewRequest(protocol.MsgClose, nil).Envelope)
+	resp, _ := e.post(t, "close", s.NewCloseRequest().Envelope())
 	if resp.StatusCode != http.StatusOK {
 		t.Fatal(resp.Status)
 	}
-	for _, mt := range []protocol.MessageType{protocol.MsgCatalog, protocol.MsgClose} {
-		resp, _ = e.post(t, mt.String(), s.NewRequest(mt, nil).Envelope)
-		wantRefusal(t, mt.String()+" after close", resp, http.StatusForbidden, "unknown-session")
+	for _, req := range []*protocol.Request{s.NewCatalogRequest(), s.NewCloseRequest()} {
+		resp, _ = e.post(t, req.Type().String(), req.Envelope())
+		wantRefusal(t, req.Type().String()+" after close", resp, http.StatusForbidden, "unknown-session")
 	}
-	req, _ := s.NewChunkRequest("a.flac", 0)
-	resp, _ = e.post(t, "chunk", req.Envelope)
+	req := s.NewChunkRequest("a.flac", 0)
+	resp, _ = e.post(t, "chunk", req.Envelope())
 	wantRefusal(t, "chunk after close", resp, http.StatusForbidden, "unknown-session")
 	// The client recovers with a new session.
 	if _, err := c.ReadChunk(context.Background(), "a.flac", 0); err != nil {
@@ -475,7 +473,7 @@ func randomBytes(n int) []byte {
 // envelopeFor builds an envelope header for an arbitrary session id,
 // followed by junk.
 func envelopeFor(t protocol.MessageType, id []byte, epoch uint32, seq uint64, rest []byte) []byte {
-	b := append([]byte{protocol.Version, byte(t)}, id...)
+	b := append([]byte{1, byte(t)}, id...) // version 1
 	b = binary.BigEndian.AppendUint32(b, epoch)
 	b = binary.BigEndian.AppendUint64(b, seq)
 	return append(b, rest...)
@@ -487,11 +485,16 @@ func TestMalformedRequests(t *testing.T) {
 	o := newOrigin(rangeMode, true, map[string][]byte{"a.flac": mediaBytes(100, 1), "secret.txt": []byte("secret")})
 	e := newEnv(t, o, nil)
 	s := e.session(t)
-	catalogReq := func() []byte { return s.NewRequest(protocol.MsgCatalog, nil).Envelope }
-	chunkPayload := func(id string, index uint64) []byte {
-		return s.NewRequest(protocol.MsgChunk, protocol.ChunkRequest{MediaID: id, Index: index}.Marshal()).Envelope
+	catalogReq := func() []byte { return s.NewCatalogRequest().Envelope() }
+	chunkPayload := func(id string, index uint64) []byte { return s.NewChunkRequest(id, index).Envelope() }
+	rekeyReq := func() []byte {
+		rk, err := s.StartRekey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rk.Request().Envelope()
 	}
-	hdr := protocol.EnvelopeHeaderSize
+	const hdr = 30 // the request header (docs/PROTOCOL.md §12)
 	type tc struct {
 		name     string
 		endpoint string
@@ -513,12 +516,11 @@ func TestMalformedRequests(t *testing.T) {
 		{"future epoch", "catalog", func() []byte { return flip(catalogReq(), 18, 0x01) }, 403, "authentication"},
 		{"flipped sequence number", "catalog", func() []byte { return flip(catalogReq(), hdr-1, 0x01) }, 403, "authentication"},
 		{"flipped ciphertext", "catalog", func() []byte { return flip(catalogReq(), -1, 0x80) }, 403, "authentication"},
-		{"flipped chunk payload", "chunk", func() []byte { r, _ := s.NewChunkRequest("a.flac", 0); return flip(r.Envelope, hdr+3, 0x10) }, 403, "authentication"},
-		{"chunk to catalog", "catalog", func() []byte { r, _ := s.NewChunkRequest("a.flac", 0); return r.Envelope }, 400, "wrong-message"},
+		{"flipped chunk payload", "chunk", func() []byte { r := s.NewChunkRequest("a.flac", 0); return flip(r.Envelope(), hdr+3, 0x10) }, 403, "authentication"},
+		{"chunk to catalog", "catalog", func() []byte { r := s.NewChunkRequest("a.flac", 0); return r.Envelope() }, 400, "wrong-message"},
 		{"catalog to chunk", "chunk", catalogReq, 400, "wrong-message"},
-		{"close to rekey", "rekey", func() []byte { return s.NewRequest(protocol.MsgClose, nil).Envelope }, 400, "wrong-message"},
-		{"rekey to close", "close", func() []byte { return s.NewRequest(protocol.MsgRekey, nil).Envelope }, 400, "wrong-message"},
-		{"client-auth to catalog", "catalog", func() []byte { return s.NewRequest(protocol.MsgClientAuth, nil).Envelope }, 400, "wrong-message"},
+		{"close to rekey", "rekey", func() []byte { return s.NewCloseRequest().Envelope() }, 400, "wrong-message"},
+		{"rekey to close", "close", rekeyReq, 400, "wrong-message"},
 		{"unknown session", "catalog", func() []byte { return envelopeFor(protocol.MsgCatalog, randomBytes(16), 0, 0, randomBytes(16)) }, 403, "unknown-session"},
 		{"zero session", "close", func() []byte { return envelopeFor(protocol.MsgClose, make([]byte, 16), 0, 0, randomBytes(16)) }, 403, "unknown-session"},
 		{"request too large", "catalog", func() []byte { return append(catalogReq(), make([]byte, protocol.MaxRequestSize)...) }, 400, "malformed"},
@@ -527,7 +529,6 @@ func TestMalformedRequests(t *testing.T) {
 			return append(r, make([]byte, protocol.MaxRequestSize-len(r))...)
 		}, 403, "authentication"},
 		{"handshake too large", "handshake", func() []byte { return bytes.Repeat([]byte(" "), protocol.MaxHandshakeSize+1) }, 400, "malformed"},
-		{"chunk payload too short", "chunk", func() []byte { return s.NewRequest(protocol.MsgChunk, []byte{0, 1, 2}).Envelope }, 400, "malformed"},
 		{"chunk without media id", "chunk", func() []byte { return chunkPayload("", 0) }, 400, "media-id"},
 		{"chunk media id ..", "chunk", func() []byte { return chunkPayload("../secret.txt", 0) }, 400, "media-id"},
 		{"chunk media id absolute", "chunk", func() []byte { return chunkPayload("/secret.txt", 0) }, 400, "media-id"},
@@ -538,15 +539,6 @@ func TestMalformedRequests(t *testing.T) {
 		{"chunk index past the end", "chunk", func() []byte { return chunkPayload("a.flac", 1) }, 416, "out-of-range"},
 		{"chunk index huge", "chunk", func() []byte { return chunkPayload("a.flac", 1<<63) }, 416, "out-of-range"},
 		{"chunk index max", "chunk", func() []byte { return chunkPayload("a.flac", ^uint64(0)) }, 416, "out-of-range"},
-		{"rekey not JSON", "rekey", func() []byte { return s.NewRequest(protocol.MsgRekey, []byte("{")).Envelope }, 400, "malformed"},
-		{"rekey short random", "rekey", func() []byte {
-			p, _ := json.Marshal(protocol.RekeyRequest{Random: []byte{1}, KeyShare: []byte{2}})
-			return s.NewRequest(protocol.MsgRekey, p).Envelope
-		}, 400, "malformed"},
-		{"rekey bad key share", "rekey", func() []byte {
-			p, _ := json.Marshal(protocol.RekeyRequest{Random: randomBytes(32), KeyShare: []byte{1, 2, 3}})
-			return s.NewRequest(protocol.MsgRekey, p).Envelope
-		}, 400, "key-share"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -563,7 +555,7 @@ func TestMalformedRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, body := e.post(t, "rekey", rk.Request.Envelope)
+	resp, body := e.post(t, "rekey", rk.Request().Envelope())
 	if resp.StatusCode != 200 {
 		t.Fatalf("rekey: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
@@ -580,8 +572,8 @@ func TestMalformedRequests(t *testing.T) {
 	resp, _ = e.post(t, "catalog", r)
 	wantRefusal(t, "replay", resp, http.StatusConflict, "replay")
 	// The session survived every refusal.
-	req := s.NewRequest(protocol.MsgCatalog, nil)
-	resp, body = e.post(t, "catalog", req.Envelope)
+	req := s.NewCatalogRequest()
+	resp, body = e.post(t, "catalog", req.Envelope())
 	if resp.StatusCode != 200 {
 		t.Fatalf("catalog after the malformed requests: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
@@ -595,24 +587,29 @@ func TestMalformedRequests(t *testing.T) {
 	}
 }
 
+// wireHello is a ClientHello as docs/PROTOCOL.md §6 spells it, for
+// crafting broken ones.
+type wireHello struct {
+	Version   int               `json:"version"`
+	Random    []byte            `json:"random"`
+	Suites    []string          `json:"suites"`
+	KeyShares map[string][]byte `json:"key_shares"`
+}
+
 // TestHandshakeErrors: broken ClientHellos are refused with 400 and the
 // right code, and make no session.
 func TestHandshakeErrors(t *testing.T) {
 	e := newEnv(t, newOrigin(rangeMode, true, nil), nil)
-	x25519, err := protocol.GroupX25519.GenerateKey(rand.Reader)
+	x25519, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ffdhe, err := protocol.GroupFFDHE2048.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hello := func(mut func(*protocol.ClientHello)) []byte {
-		ch := protocol.ClientHello{
-			Version:   protocol.Version,
-			Random:    randomBytes(protocol.RandomSize),
+	hello := func(mut func(*wireHello)) []byte {
+		ch := wireHello{
+			Version:   1,
+			Random:    randomBytes(32),
 			Suites:    []string{"X25519_AES128_GCM_SHA256"},
-			KeyShares: map[string][]byte{"X25519": x25519.Share()},
+			KeyShares: map[string][]byte{"X25519": x25519.PublicKey().Bytes()},
 		}
 		mut(&ch)
 		b, err := json.Marshal(ch)
@@ -635,24 +632,24 @@ func TestHandshakeErrors(t *testing.T) {
 		{"not JSON", []byte("hello server"), "malformed", nil},
 		{"JSON array", []byte("[]"), "malformed", nil},
 		{"binary", randomBytes(200), "malformed", nil},
-		{"wrong version", hello(func(ch *protocol.ClientHello) { ch.Version = 2 }), "version", nil},
-		{"version zero", hello(func(ch *protocol.ClientHello) { ch.Version = 0 }), "version", nil},
-		{"short random", hello(func(ch *protocol.ClientHello) { ch.Random = ch.Random[:8] }), "malformed", nil},
-		{"no suites", hello(func(ch *protocol.ClientHello) { ch.Suites = nil }), "malformed", nil},
-		{"too many suites", hello(func(ch *protocol.ClientHello) { ch.Suites = many }), "malformed", nil},
-		{"no key shares", hello(func(ch *protocol.ClientHello) { ch.KeyShares = nil }), "malformed", nil},
-		{"no key share for the negotiated group", hello(func(ch *protocol.ClientHello) {
+		{"wrong version", hello(func(ch *wireHello) { ch.Version = 2 }), "version", nil},
+		{"version zero", hello(func(ch *wireHello) { ch.Version = 0 }), "version", nil},
+		{"short random", hello(func(ch *wireHello) { ch.Random = ch.Random[:8] }), "malformed", nil},
+		{"no suites", hello(func(ch *wireHello) { ch.Suites = nil }), "malformed", nil},
+		{"too many suites", hello(func(ch *wireHello) { ch.Suites = many }), "malformed", nil},
+		{"no key shares", hello(func(ch *wireHello) { ch.KeyShares = nil }), "malformed", nil},
+		{"no key share for the negotiated group", hello(func(ch *wireHello) {
 			ch.KeyShares = map[string][]byte{"P256": randomBytes(65)}
 		}), "key-share", []string{"X25519"}},
-		{"bad key share", hello(func(ch *protocol.ClientHello) { ch.KeyShares["X25519"] = []byte{1, 2, 3} }), "key-share", nil},
-		{"low-order key share", hello(func(ch *protocol.ClientHello) { ch.KeyShares["X25519"] = make([]byte, 32) }), "key-share", nil},
-		{"bad hybrid key share", hello(func(ch *protocol.ClientHello) {
+		{"bad key share", hello(func(ch *wireHello) { ch.KeyShares["X25519"] = []byte{1, 2, 3} }), "key-share", nil},
+		{"low-order key share", hello(func(ch *wireHello) { ch.KeyShares["X25519"] = make([]byte, 32) }), "key-share", nil},
+		{"bad hybrid key share", hello(func(ch *wireHello) {
 			ch.Suites = []string{"X25519MLKEM768_AES128_GCM_SHA256"}
 			ch.KeyShares = map[string][]byte{"X25519MLKEM768": randomBytes(100)}
 		}), "key-share", nil},
-		{"no common suite", hello(func(ch *protocol.ClientHello) {
+		{"no common suite", hello(func(ch *wireHello) {
 			ch.Suites = []string{"FFDHE2048_AES128_GCM_SHA256", "MADE_UP_SUITE"}
-			ch.KeyShares = map[string][]byte{"FFDHE2048": ffdhe.Share()}
+			ch.KeyShares = map[string][]byte{"FFDHE2048": randomBytes(256)}
 		}), "no-common-suite", []string{"FFDHE2048_AES128_GCM_SHA256", "MADE_UP_SUITE", "X25519MLKEM768_AES128_GCM_SHA256", "P256_AES256_GCM_SHA384"}},
 	}
 	for _, c := range cases {
@@ -673,7 +670,7 @@ func TestHandshakeErrors(t *testing.T) {
 		t.Errorf("%d sessions after refused handshakes", n)
 	}
 	// The same suites and shares, done right, are accepted.
-	resp, _ := e.post(t, "handshake", hello(func(*protocol.ClientHello) {}))
+	resp, _ := e.post(t, "handshake", hello(func(*wireHello) {}))
 	if resp.StatusCode != 200 {
 		t.Fatalf("valid hello: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 	}
@@ -686,11 +683,11 @@ func TestNonDefaultSuites(t *testing.T) {
 	names := []string{"FFDHE2048_AES128_CBC_SHA256", "P256_CHACHA20_POLY1305_SHA384"}
 	var suites []protocol.Suite
 	for _, n := range names {
-		s, err := protocol.ParseSuite(n)
+		s, err := protocol.ParseSuites([]string{n})
 		if err != nil {
-			t.Skipf("suite %s: %v", n, err)
+			t.Fatalf("suite %s: %v", n, err)
 		}
-		suites = append(suites, s)
+		suites = append(suites, s...)
 	}
 	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac": want}), func(h *Handler) { h.Suites = names })
 	for _, s := range suites {
@@ -708,16 +705,16 @@ func TestNonDefaultSuites(t *testing.T) {
 		}
 		var got []byte
 		for i := range 3 {
-			req, _ := sess.NewChunkRequest("a.flac", uint64(i))
-			resp, body := e.post(t, "chunk", req.Envelope)
+			req := sess.NewChunkRequest("a.flac", uint64(i))
+			resp, body := e.post(t, "chunk", req.Envelope())
 			if resp.StatusCode != 200 {
 				t.Fatalf("%s chunk %d: %s %q", s.Name(), i, resp.Status, resp.Header.Get("Drm-Error"))
 			}
-			_, plain, err := req.OpenChunk(nil, body)
+			c, err := req.OpenChunk(body)
 			if err != nil {
 				t.Fatalf("%s chunk %d: %v", s.Name(), i, err)
 			}
-			got = append(got, plain...)
+			got = append(got, c.Data...)
 		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: bytes differ", s.Name())
@@ -879,16 +876,6 @@ func TestSessionStoreSharedAcrossReloads(t *testing.T) {
 	old.poolKey = "" // already cleaned up
 }
 
-func TestSessionLabel(t *testing.T) {
-	var id [protocol.SessionIDSize]byte
-	for i := range id {
-		id[i] = byte(i + 0xa0)
-	}
-	if got := sessionLabel(id); got != "a0a1a2a3a4a5a6a7" {
-		t.Fatalf("sessionLabel = %q", got)
-	}
-}
-
 // TestFailSanitizesHeader: the Drm-Error reason cannot inject header
 // lines or control characters.
 func TestFailSanitizesHeader(t *testing.T) {
@@ -989,16 +976,17 @@ func TestUnauthenticatedRequestsDoNotKeepSessionsAlive(t *testing.T) {
 	const idle = 400 * time.Millisecond
 	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac": {1}}), func(h *Handler) { h.SessionIdleTimeout = caddy.Duration(idle) })
 	s := e.session(t)
+	id := s.ID()
 	for range 8 {
 		time.Sleep(idle / 4)
-		resp, _ := e.post(t, "catalog", envelopeFor(protocol.MsgCatalog, s.ID[:], 0, 1<<40, randomBytes(32)))
+		resp, _ := e.post(t, "catalog", envelopeFor(protocol.MsgCatalog, id[:], 0, 1<<40, randomBytes(32)))
 		// Refused as forged while the session lives, as unknown once the
 		// idle timeout (which the forgeries must not reset) has passed.
 		if code := wireCode(protocol.ErrorFromCode(resp.Header.Get("Drm-Error"))); resp.StatusCode != http.StatusForbidden || code != "authentication" && code != "unknown-session" {
 			t.Fatalf("forged request: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
 		}
 	}
-	resp, _ := e.post(t, "catalog", s.NewRequest(protocol.MsgCatalog, nil).Envelope)
+	resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 	if resp.StatusCode == http.StatusOK {
 		t.Fatalf("a session unused for %v (idle timeout %v) was kept alive by forged requests", 2*idle, idle)
 	}

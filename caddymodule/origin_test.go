@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
 func TestParseContentRange(t *testing.T) {
@@ -162,8 +160,8 @@ func TestSubRequestsCarryNoClientHeader(t *testing.T) {
 	s := e.session(t)
 	clientHdr := []string{"Authorization", "Bearer t", "Cookie", "c=1", "If-None-Match", `"x"`, "If-Modified-Since", "Mon, 01 Jan 2024 00:00:00 GMT", "Range", "bytes=5-", "Accept-Encoding", "gzip"}
 	for i := range 3 {
-		req, _ := s.NewChunkRequest("a.flac", uint64(i))
-		resp, _ := e.do(t, "POST", e.url+"/v1/chunk?debug=1", req.Envelope, clientHdr...)
+		req := s.NewChunkRequest("a.flac", uint64(i))
+		resp, _ := e.do(t, "POST", e.url+"/v1/chunk?debug=1", req.Envelope(), clientHdr...)
 		if resp.StatusCode != 200 {
 			t.Fatalf("chunk %d: %s %q", i, resp.Status, resp.Header.Get("Drm-Error"))
 		}
@@ -339,10 +337,10 @@ func TestTruncatedOriginBodyIs502(t *testing.T) {
 	o.handle("/a.flac", truncatingOrigin(data))
 	e := newEnv(t, o, nil)
 	s := e.session(t)
-	req, _ := s.NewChunkRequest("a.flac", 0)
-	resp, body := e.post(t, "chunk", req.Envelope)
+	req := s.NewChunkRequest("a.flac", 0)
+	resp, body := e.post(t, "chunk", req.Envelope())
 	if resp.StatusCode == 200 {
-		_, _, err := req.OpenChunk(nil, body)
+		_, err := req.OpenChunk(body)
 		t.Fatalf("truncated origin body served with 200 (client: %v)", err)
 	}
 	wantRefusal(t, "truncated origin body", resp, http.StatusBadGateway, "origin")
@@ -416,13 +414,13 @@ func TestOriginFailuresThroughHandler(t *testing.T) {
 		"plain.flac":     {502, "origin"},
 		"redirect.flac":  {502, "origin"},
 	} {
-		req, _ := s.NewChunkRequest(id, 0)
-		resp, _ := e.post(t, "chunk", req.Envelope)
+		req := s.NewChunkRequest(id, 0)
+		resp, _ := e.post(t, "chunk", req.Envelope())
 		wantRefusal(t, id, resp, want.status, want.code)
 	}
 	// The session is fine afterwards.
-	req, _ := s.NewChunkRequest("panic-free.flac", 0)
-	if resp, _ := e.post(t, "chunk", req.Envelope); resp.StatusCode != 200 {
+	req := s.NewChunkRequest("panic-free.flac", 0)
+	if resp, _ := e.post(t, "chunk", req.Envelope()); resp.StatusCode != 200 {
 		t.Fatalf("healthy medium after origin failures: %s", resp.Status)
 	}
 }
@@ -442,10 +440,10 @@ func TestWholeOriginFailing(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, next, nil)
 			s := e.session(t)
-			resp, _ := e.post(t, "catalog", s.NewRequest(protocol.MsgCatalog, nil).Envelope)
+			resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 			wantRefusal(t, "catalog", resp, http.StatusBadGateway, "origin")
-			req, _ := s.NewChunkRequest("a.flac", 0)
-			resp, _ = e.post(t, "chunk", req.Envelope)
+			req := s.NewChunkRequest("a.flac", 0)
+			resp, _ = e.post(t, "chunk", req.Envelope())
 			wantRefusal(t, "chunk", resp, http.StatusBadGateway, "origin")
 		})
 	}
@@ -465,8 +463,8 @@ func TestOriginErrorsDoNotLeakInternals(t *testing.T) {
 	e := newEnv(t, o, nil)
 	s := e.session(t)
 	for _, id := range []string{"gone.flac", "down.flac"} {
-		req, _ := s.NewChunkRequest(id, 0)
-		resp, _ := e.post(t, "chunk", req.Envelope)
+		req := s.NewChunkRequest(id, 0)
+		resp, _ := e.post(t, "chunk", req.Envelope())
 		de := resp.Header.Get("Drm-Error")
 		for _, secret := range []string{"/srv/private-library", "10.20.30.40", "origin_test.go", ".go:"} {
 			if strings.Contains(de, secret) {

@@ -15,13 +15,13 @@ type SessionStore interface {
 	// Get returns a live session. Looking one up is not using it: session
 	// ids travel in the clear, so only Touch, after a request of the
 	// session authenticated, keeps it alive.
-	Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSession, bool)
+	Get(id protocol.SessionID) (*protocol.ServerSession, bool)
 	// Touch marks a session used.
-	Touch(id [protocol.SessionIDSize]byte)
+	Touch(id protocol.SessionID)
 	// Add stores a new session, or fails with protocol.ErrBusy.
 	Add(s *protocol.ServerSession) error
 	// Delete ends a session (client close).
-	Delete(id [protocol.SessionIDSize]byte)
+	Delete(id protocol.SessionID)
 	// Len is the number of sessions held.
 	Len() int
 }
@@ -34,7 +34,7 @@ type memoryStore struct {
 	now  func() time.Time
 
 	mu       sync.Mutex
-	sessions map[[protocol.SessionIDSize]byte]*storedSession
+	sessions map[protocol.SessionID]*storedSession
 	stop     chan struct{}
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when the janitor has returned
@@ -50,7 +50,7 @@ func newMemoryStore(idle time.Duration, maxSessions int) *memoryStore {
 		idle:     idle,
 		max:      maxSessions,
 		now:      time.Now,
-		sessions: make(map[[protocol.SessionIDSize]byte]*storedSession),
+		sessions: make(map[protocol.SessionID]*storedSession),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -58,7 +58,7 @@ func newMemoryStore(idle time.Duration, maxSessions int) *memoryStore {
 	return m
 }
 
-func (m *memoryStore) Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSession, bool) {
+func (m *memoryStore) Get(id protocol.SessionID) (*protocol.ServerSession, bool) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -73,7 +73,7 @@ func (m *memoryStore) Get(id [protocol.SessionIDSize]byte) (*protocol.ServerSess
 	return e.s, true
 }
 
-func (m *memoryStore) Touch(id [protocol.SessionIDSize]byte) {
+func (m *memoryStore) Touch(id protocol.SessionID) {
 	now := m.now()
 	m.mu.Lock()
 	if e, ok := m.sessions[id]; ok {
@@ -94,11 +94,11 @@ func (m *memoryStore) Add(s *protocol.ServerSession) error {
 			return fmt.Errorf("%w: %d sessions", protocol.ErrBusy, m.max)
 		}
 	}
-	m.sessions[s.ID] = &storedSession{s: s, lastUsed: now}
+	m.sessions[s.ID()] = &storedSession{s: s, lastUsed: now}
 	return nil
 }
 
-func (m *memoryStore) Delete(id [protocol.SessionIDSize]byte) {
+func (m *memoryStore) Delete(id protocol.SessionID) {
 	m.mu.Lock()
 	delete(m.sessions, id)
 	m.mu.Unlock()

@@ -1,7 +1,11 @@
 package caddymodule
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
@@ -37,15 +41,45 @@ func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
 		idle:     idle,
 		max:      maxSessions,
 		now:      clock.now,
-		sessions: make(map[[protocol.SessionIDSize]byte]*storedSession),
+		sessions: make(map[protocol.SessionID]*storedSession),
 		stop:     make(chan struct{}),
 	}
 	return m, clock
 }
 
-func session(n byte) *protocol.ServerSession {
-	s := &protocol.ServerSession{}
-	s.ID[0], s.ID[15] = n, ^n
+var (
+	testSessionsMu sync.Mutex
+	testSessions   = map[int]*protocol.ServerSession{}
+	testServer     *protocol.ServerConfig
+)
+
+// session returns test session n: a real one, from a handshake, the same
+// one on every call with n.
+func session(n int) *protocol.ServerSession {
+	testSessionsMu.Lock()
+	defer testSessionsMu.Unlock()
+	if s, ok := testSessions[n]; ok {
+		return s
+	}
+	if testServer == nil {
+		_, key, _ := ed25519.GenerateKey(rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			panic(err)
+		}
+		testServer = &protocol.ServerConfig{Suites: protocol.DefaultSuites(), ChunkSize: protocol.DefaultChunkSize,
+			Limits: protocol.DefaultLimits(), Identity: protocol.Identity{Signer: key, Chain: [][]byte{der}}}
+	}
+	_, hello, err := (&protocol.ClientConfig{Suites: protocol.DefaultSuites()}).Start()
+	if err != nil {
+		panic(err)
+	}
+	s, _, err := testServer.Accept(hello)
+	if err != nil {
+		panic(err)
+	}
+	testSessions[n] = s
 	return s
 }
 
@@ -58,33 +92,33 @@ func TestMemoryStoreIdleExpiry(t *testing.T) {
 	if err := m.Add(b); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := m.Get(a.ID); !ok || got != a {
+	if got, ok := m.Get(a.ID()); !ok || got != a {
 		t.Fatal("fresh session not found")
 	}
 	// Using a session keeps it alive; looking it up does not.
 	for range 5 {
 		clock.advance(50 * time.Second)
-		if _, ok := m.Get(a.ID); !ok {
+		if _, ok := m.Get(a.ID()); !ok {
 			t.Fatal("a session in use expired")
 		}
-		m.Touch(a.ID)
+		m.Touch(a.ID())
 	}
 	// Exactly the idle timeout is still alive; past it is not.
 	clock.advance(time.Minute)
-	if _, ok := m.Get(a.ID); !ok {
+	if _, ok := m.Get(a.ID()); !ok {
 		t.Fatal("a session idle for exactly the timeout expired")
 	}
-	if _, ok := m.Get(b.ID); ok {
+	if _, ok := m.Get(b.ID()); ok {
 		t.Fatal("a session idle for 5 minutes is alive")
 	}
 	if n := m.Len(); n != 1 {
 		t.Fatalf("Get of an expired session left it in the store: Len %d", n)
 	}
 	clock.advance(time.Minute + time.Nanosecond)
-	if _, ok := m.Get(a.ID); ok {
+	if _, ok := m.Get(a.ID()); ok {
 		t.Fatal("a session idle for longer than the timeout is alive")
 	}
-	if _, ok := m.Get(session(9).ID); ok {
+	if _, ok := m.Get(session(9).ID()); ok {
 		t.Fatal("unknown id found")
 	}
 }
@@ -112,18 +146,18 @@ func TestMemoryStoreMaxAndSweep(t *testing.T) {
 	if err := m.Add(c); err != nil {
 		t.Fatalf("Add with an expired session in a full store: %v", err)
 	}
-	if _, ok := m.Get(a.ID); ok {
+	if _, ok := m.Get(a.ID()); ok {
 		t.Fatal("the expired session is still there")
 	}
 	for _, s := range []*protocol.ServerSession{b, c} {
-		if _, ok := m.Get(s.ID); !ok {
-			t.Fatalf("live session %x lost", s.ID[:1])
+		if _, ok := m.Get(s.ID()); !ok {
+			t.Fatalf("live session %v lost", s.ID())
 		}
 	}
 	// Delete makes room; deleting twice or an unknown id is harmless.
-	m.Delete(b.ID)
-	m.Delete(b.ID)
-	m.Delete(session(42).ID)
+	m.Delete(b.ID())
+	m.Delete(b.ID())
+	m.Delete(session(42).ID())
 	if err := m.Add(a); err != nil {
 		t.Fatalf("Add after Delete: %v", err)
 	}
@@ -140,17 +174,16 @@ func TestMemoryStoreConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 100 {
-				s := session(byte(g*100 + i))
-				s.ID[1], s.ID[2] = byte(g), byte(i)
+				s := session(g*100 + i)
 				if err := m.Add(s); err != nil {
 					t.Error(err)
 					return
 				}
-				if _, ok := m.Get(s.ID); !ok {
+				if _, ok := m.Get(s.ID()); !ok {
 					t.Error("lost a session")
 				}
 				if i%2 == 0 {
-					m.Delete(s.ID)
+					m.Delete(s.ID())
 				}
 				m.Len()
 			}
@@ -208,7 +241,7 @@ func TestMemoryStoreDestruct(t *testing.T) {
 	if err := m.Add(session(1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.Get(session(1).ID); !ok {
+	if _, ok := m.Get(session(1).ID()); !ok {
 		t.Fatal("destructed store lost a session")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
 // errClosed is returned for reads after Server.Close: the fetch machinery
@@ -21,15 +23,15 @@ type medium struct {
 	chunkSize int64
 }
 
-// chunks is the number of chunks of m; zero for an empty medium.
+// chunks is the number of chunks of m (protocol.ChunkCount).
 func (m medium) chunks() int64 {
-	return (m.size + m.chunkSize - 1) / m.chunkSize
+	return int64(protocol.ChunkCount(uint64(m.size), int(m.chunkSize)))
 }
 
-// chunkLen is the plaintext length chunk index must have: chunkSize for
-// every chunk but the last, which holds the remainder.
+// chunkLen is the plaintext length chunk index must have (protocol.ChunkSpan).
 func (m medium) chunkLen(index int64) int64 {
-	return min(m.chunkSize, m.size-index*m.chunkSize)
+	start, end, _ := protocol.ChunkSpan(uint64(index), uint64(m.size), int(m.chunkSize))
+	return int64(end - start)
 }
 
 type chunkKey struct {

@@ -3,7 +3,6 @@ package clientproxy
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -109,7 +108,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 func (c *Client) Catalog(ctx context.Context) ([]protocol.MediaInfo, error) {
 	var items []protocol.MediaInfo
 	err := c.do(ctx, func(s *protocol.ClientSession) (*protocol.Request, error) {
-		return s.NewRequest(protocol.MsgCatalog, nil), nil
+		return s.NewCatalogRequest(), nil
 	}, func(req *protocol.Request, body []byte) error {
 		payload, err := req.OpenReply(body)
 		if err != nil {
@@ -135,7 +134,7 @@ func (c *Client) ChunkSize(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.ChunkSize, nil
+	return s.ChunkSize(), nil
 }
 
 // ReadChunk fetches, authenticates and returns chunk index of media id.
@@ -144,43 +143,36 @@ func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte,
 		return nil, fmt.Errorf("clientproxy: negative chunk index %d", index)
 	}
 	var data []byte
-	var soon *protocol.ResponseHeader
-	var used *protocol.ClientSession
+	var soon bool
+	var sess *protocol.ClientSession
+	var used *protocol.Request
 	err := c.do(ctx, func(s *protocol.ClientSession) (*protocol.Request, error) {
-		used = s
-		return s.NewChunkRequest(id, uint64(index))
+		sess = s
+		return s.NewChunkRequest(id, uint64(index)), nil
 	}, func(req *protocol.Request, body []byte) error {
-		// Open in place: the plaintext takes the ciphertext's bytes.
-		var dst []byte
-		if len(body) >= protocol.ResponseHeaderSize {
-			dst = body[protocol.ResponseHeaderSize:protocol.ResponseHeaderSize]
-		}
-		h, plain, err := req.OpenChunk(dst, body)
+		chunk, err := req.OpenChunk(body) // in place: the plaintext takes the ciphertext's bytes
 		if err != nil {
 			return err
 		}
 		c.mu.Lock()
 		want, known := c.sizes[id]
 		c.mu.Unlock()
-		if known && uint64(want) != h.MediaSize {
-			return fmt.Errorf("%w: %s is %d bytes in the catalog but %d in chunk %d", protocol.ErrUnexpectedReply, id, want, h.MediaSize, index)
+		if known && uint64(want) != chunk.MediaSize {
+			return fmt.Errorf("%w: %s is %d bytes in the catalog but %d in chunk %d", protocol.ErrUnexpectedReply, id, want, chunk.MediaSize, index)
 		}
-		if h.Flags&protocol.FlagRekeySoon != 0 {
-			soon = &h
-		}
-		data = plain
+		data, soon, used = chunk.Data, chunk.RekeySoon, req
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if soon != nil && c.earlyRekey.CompareAndSwap(false, true) {
+	if soon && c.earlyRekey.CompareAndSwap(false, true) {
 		// Rekey ahead of the limit, off the player's path; one at a time.
 		go func() {
 			defer c.earlyRekey.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := c.rekey(ctx, used, soon.Epoch); err != nil {
+			if err := c.rekey(ctx, sess, used.Epoch()); err != nil {
 				c.logger.Warn("early rekey failed; will rekey at the limit", "err", err)
 			}
 		}()
@@ -194,8 +186,8 @@ func (c *Client) Close(ctx context.Context) error {
 	if s == nil {
 		return nil
 	}
-	req := s.NewRequest(protocol.MsgClose, nil)
-	body, err := c.post(ctx, "close", req.Envelope)
+	req := s.NewCloseRequest()
+	body, err := c.post(ctx, req.Type().String(), req.Envelope())
 	if err == nil {
 		_, err = req.OpenReply(body)
 	}
@@ -229,12 +221,12 @@ func (c *Client) do(ctx context.Context, build func(*protocol.ClientSession) (*p
 			return err
 		}
 		var body []byte
-		body, err = c.post(ctx, req.Header.Type.String(), req.Envelope)
+		body, err = c.post(ctx, req.Type().String(), req.Envelope())
 		switch {
 		case err == nil:
 			return open(req, body)
 		case errors.Is(err, protocol.ErrRekeyRequired), errors.Is(err, protocol.ErrEpochRetired):
-			if rerr := c.rekey(ctx, s, req.Header.Epoch); rerr != nil {
+			if rerr := c.rekey(ctx, s, req.Epoch()); rerr != nil {
 				c.logger.Info("rekey failed, starting a new session", "err", rerr)
 				c.drop(s)
 			}
@@ -258,7 +250,7 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if s := c.current(); s != nil {
 		return s, nil // another caller finished the handshake
 	}
-	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, VerifyCertificate: c.verify}
+	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, VerifyCertificate: keystore.ServerVerifier(c.opts.Roots, c.opts.ServerName)}
 	hs, hello, err := cfg.Start()
 	if err != nil {
 		return nil, err
@@ -271,20 +263,12 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clientproxy: handshake: %w", err)
 	}
-	c.logger.Info("session opened", "suite", s.Suite.Name(), "chunk_size", s.ChunkSize,
-		"rekey_after_chunks", s.Limits.Chunks)
+	c.logger.Info("session opened", "suite", s.Suite(), "chunk_size", s.ChunkSize(),
+		"rekey_after_chunks", s.Limits().Chunks)
 	c.mu.Lock()
 	c.sess = s
 	c.mu.Unlock()
 	return s, nil
-}
-
-func (c *Client) verify(chain [][]byte) (crypto.PublicKey, error) {
-	leaf, err := keystore.VerifyChain(chain, c.opts.Roots, c.opts.ServerName, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	return leaf.PublicKey, nil
 }
 
 // drop forgets s so the next request runs a new handshake.
@@ -308,7 +292,7 @@ func (c *Client) rekey(ctx context.Context, s *protocol.ClientSession, from uint
 	if err != nil {
 		return err
 	}
-	reply, err := c.post(ctx, "rekey", rk.Request.Envelope)
+	reply, err := c.post(ctx, "rekey", rk.Request().Envelope())
 	if err != nil {
 		return err
 	}
@@ -318,9 +302,6 @@ func (c *Client) rekey(ctx context.Context, s *protocol.ClientSession, from uint
 	c.logger.Debug("rekeyed", "epoch", s.Epoch())
 	return nil
 }
-
-// maxReplySize bounds what the client reads of a reply.
-const maxReplySize = protocol.MaxChunkSize + 4096
 
 // post sends one protocol message and returns the reply body, or the
 // server's refusal as an error wrapping the protocol sentinel of its
@@ -354,22 +335,22 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte
 	return reply, nil
 }
 
-// readReply reads a reply body of at most maxReplySize bytes. With a
+// readReply reads a reply body of at most protocol.MaxReplySize bytes. With a
 // Content-Length (which the server always sends) it is one allocation of
 // the exact size, which the chunk's plaintext then shares: chunks are
 // opened in place.
 func readReply(resp *http.Response) ([]byte, error) {
 	if n := resp.ContentLength; n >= 0 {
-		if n > maxReplySize {
-			return nil, fmt.Errorf("reply of %d bytes is larger than %d", n, maxReplySize)
+		if n > protocol.MaxReplySize {
+			return nil, fmt.Errorf("reply of %d bytes is larger than %d", n, protocol.MaxReplySize)
 		}
 		buf := make([]byte, n)
 		_, err := io.ReadFull(resp.Body, buf)
 		return buf, err
 	}
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, maxReplySize+1))
-	if err == nil && len(buf) > maxReplySize {
-		err = fmt.Errorf("reply larger than %d bytes", maxReplySize)
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, protocol.MaxReplySize+1))
+	if err == nil && len(buf) > protocol.MaxReplySize {
+		err = fmt.Errorf("reply larger than %d bytes", protocol.MaxReplySize)
 	}
 	return buf, err
 }

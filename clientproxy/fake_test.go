@@ -112,14 +112,13 @@ func (f *fakeSource) ReadChunk(ctx context.Context, id string, index int64) ([]b
 	if !ok {
 		return nil, fmt.Errorf("no media %q", id)
 	}
-	start := index * int64(f.cs)
-	if index < 0 || start >= int64(len(b)) {
+	start, end, ok := protocol.ChunkSpan(uint64(index), uint64(len(b)), f.cs)
+	if index < 0 || !ok {
 		return nil, fmt.Errorf("chunk %d of %q out of range", index, id)
 	}
 	if f.tampered[key] {
 		return nil, errTampered
 	}
-	end := min(start+int64(f.cs), int64(len(b)))
 	return append([]byte(nil), b[start:end]...), nil
 }
 

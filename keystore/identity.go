@@ -2,16 +2,14 @@ package keystore
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
 var (
@@ -20,20 +18,16 @@ var (
 	// verify, so it is rejected at load time rather than at first use.
 	ErrKeyMismatch = errors.New("keystore: private key does not match certificate")
 
-	// ErrUnsupportedKey reports a key type or size outside the set the
-	// protocol accepts: Ed25519, ECDSA P-256/P-384 and RSA of at least 2048
-	// bits. Refusing weaker keys here keeps them out of every peer.
-	ErrUnsupportedKey = errors.New("keystore: unsupported key")
+	// ErrUnsupportedKey reports a key outside protocol.CheckKey's rule
+	// (Ed25519, ECDSA P-256/P-384, RSA of at least 2048 bits). Refusing
+	// weaker keys here keeps them out of every peer.
+	ErrUnsupportedKey = protocol.ErrUnsupportedKey
 
 	// ErrUntrustedCertificate reports a certificate chain that does not
 	// verify to the pinned roots for the requested host and time. The
 	// underlying x509 error is wrapped as well, for errors.As.
 	ErrUntrustedCertificate = errors.New("keystore: untrusted certificate")
 )
-
-// minRSABits is the smallest RSA modulus accepted from files. Keys we
-// generate are larger; 2048 is the floor for keys operators bring.
-const minRSABits = 2048
 
 // Identity is a certificate chain and the private key of its leaf: what a
 // server needs to prove who it is.
@@ -166,6 +160,15 @@ func VerifyChain(chain [][]byte, roots *x509.CertPool, host string, now time.Tim
 	return leaf, nil
 }
 
+// ServerVerifier returns the check a client runs on a server's chain
+// (protocol.ClientConfig.VerifyCertificate): VerifyChain against roots for
+// host at the time of the handshake.
+func ServerVerifier(roots *x509.CertPool, host string) func(chain [][]byte) (*x509.Certificate, error) {
+	return func(chain [][]byte) (*x509.Certificate, error) {
+		return VerifyChain(chain, roots, host, time.Now())
+	}
+}
+
 // readCertificates returns the DER bytes of every CERTIFICATE block in a
 // PEM file. Other blocks and text between blocks are skipped, so combined
 // files and openssl's human-readable dumps load too.
@@ -228,23 +231,11 @@ func readPrivateKey(file string) (crypto.Signer, error) {
 	}
 }
 
-// checkSupported enforces the key policy described at ErrUnsupportedKey
-// on the public half of the key read from file.
+// checkSupported applies the one key rule, protocol.CheckKey, to the key
+// read from file.
 func checkSupported(file string, pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case ed25519.PublicKey:
-		return nil
-	case *ecdsa.PublicKey:
-		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
-			return nil
-		}
-		return fmt.Errorf("%w: %s: ECDSA curve %s (want P-256 or P-384)", ErrUnsupportedKey, file, k.Curve.Params().Name)
-	case *rsa.PublicKey:
-		if k.N.BitLen() >= minRSABits {
-			return nil
-		}
-		return fmt.Errorf("%w: %s: %d-bit RSA (want at least %d)", ErrUnsupportedKey, file, k.N.BitLen(), minRSABits)
-	default:
-		return fmt.Errorf("%w: %s: %T", ErrUnsupportedKey, file, pub)
+	if err := protocol.CheckKey(pub); err != nil {
+		return fmt.Errorf("keystore: %s: %w", file, err)
 	}
+	return nil
 }

@@ -18,27 +18,27 @@ import (
 // cipher.AEAD with 12-byte nonces so the record layer has one code path;
 // the CBC and CTR modes become AEADs by encrypt-then-MAC with a separate
 // HMAC key.
-type Cipher interface {
+type recordCipher interface {
 	Name() string
-	KeySize() int
+	keyLen() int
 	// MACKeySize is 0 for true AEADs.
-	MACKeySize(h crypto.Hash) int
-	New(key, macKey []byte, h crypto.Hash) (cipher.AEAD, error)
+	macKeyLen(h crypto.Hash) int
+	newAEAD(key, macKey []byte, h crypto.Hash) (cipher.AEAD, error)
 }
 
 var (
-	CipherAES128GCM        Cipher = gcmCipher{16}
-	CipherAES256GCM        Cipher = gcmCipher{32}
-	CipherChaCha20Poly1305 Cipher = chachaCipher{}
-	CipherAES128CBC        Cipher = etmCipher{16, modeCBC}
-	CipherAES256CBC        Cipher = etmCipher{32, modeCBC}
-	CipherAES128CTR        Cipher = etmCipher{16, modeCTR}
-	CipherAES256CTR        Cipher = etmCipher{32, modeCTR}
+	cipherAES128GCM        recordCipher = gcmCipher{16}
+	cipherAES256GCM        recordCipher = gcmCipher{32}
+	cipherChaCha20Poly1305 recordCipher = chachaCipher{}
+	cipherAES128CBC        recordCipher = etmCipher{16, modeCBC}
+	cipherAES256CBC        recordCipher = etmCipher{32, modeCBC}
+	cipherAES128CTR        recordCipher = etmCipher{16, modeCTR}
+	cipherAES256CTR        recordCipher = etmCipher{32, modeCTR}
 )
 
-var ciphers = []Cipher{
-	CipherAES128GCM, CipherAES256GCM, CipherChaCha20Poly1305,
-	CipherAES128CBC, CipherAES256CBC, CipherAES128CTR, CipherAES256CTR,
+var ciphers = []recordCipher{
+	cipherAES128GCM, cipherAES256GCM, cipherChaCha20Poly1305,
+	cipherAES128CBC, cipherAES256CBC, cipherAES128CTR, cipherAES256CTR,
 }
 
 type gcmCipher struct{ keySize int }
@@ -49,9 +49,9 @@ func (c gcmCipher) Name() string {
 	}
 	return "AES256_GCM"
 }
-func (c gcmCipher) KeySize() int             { return c.keySize }
-func (gcmCipher) MACKeySize(crypto.Hash) int { return 0 }
-func (c gcmCipher) New(key, _ []byte, _ crypto.Hash) (cipher.AEAD, error) {
+func (c gcmCipher) keyLen() int             { return c.keySize }
+func (gcmCipher) macKeyLen(crypto.Hash) int { return 0 }
+func (c gcmCipher) newAEAD(key, _ []byte, _ crypto.Hash) (cipher.AEAD, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -61,10 +61,10 @@ func (c gcmCipher) New(key, _ []byte, _ crypto.Hash) (cipher.AEAD, error) {
 
 type chachaCipher struct{}
 
-func (chachaCipher) Name() string               { return "CHACHA20_POLY1305" }
-func (chachaCipher) KeySize() int               { return chacha20poly1305.KeySize }
-func (chachaCipher) MACKeySize(crypto.Hash) int { return 0 }
-func (chachaCipher) New(key, _ []byte, _ crypto.Hash) (cipher.AEAD, error) {
+func (chachaCipher) Name() string              { return "CHACHA20_POLY1305" }
+func (chachaCipher) keyLen() int               { return chacha20poly1305.KeySize }
+func (chachaCipher) macKeyLen(crypto.Hash) int { return 0 }
+func (chachaCipher) newAEAD(key, _ []byte, _ crypto.Hash) (cipher.AEAD, error) {
 	return chacha20poly1305.New(key)
 }
 
@@ -90,9 +90,9 @@ func (c etmCipher) Name() string {
 	}
 	return name + "_CTR"
 }
-func (c etmCipher) KeySize() int               { return c.keySize }
-func (etmCipher) MACKeySize(h crypto.Hash) int { return h.Size() }
-func (c etmCipher) New(key, macKey []byte, h crypto.Hash) (cipher.AEAD, error) {
+func (c etmCipher) keyLen() int               { return c.keySize }
+func (etmCipher) macKeyLen(h crypto.Hash) int { return h.Size() }
+func (c etmCipher) newAEAD(key, macKey []byte, h crypto.Hash) (cipher.AEAD, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ type etm struct {
 	macs    sync.Pool // of hash.Hash (HMAC), safe for concurrent Seal/Open
 }
 
-func (e *etm) NonceSize() int { return NonceSize }
+func (e *etm) NonceSize() int { return nonceSize }
 
 func (e *etm) Overhead() int {
 	if e.mode == modeCBC {
@@ -150,7 +150,7 @@ func (e *etm) tag(dst, nonce, ad, ct []byte) []byte {
 }
 
 func (e *etm) Seal(dst, nonce, plaintext, ad []byte) []byte {
-	if len(nonce) != NonceSize {
+	if len(nonce) != nonceSize {
 		panic("protocol: bad nonce length")
 	}
 	ctLen := len(plaintext)
@@ -178,7 +178,7 @@ func (e *etm) Seal(dst, nonce, plaintext, ad []byte) []byte {
 var errOpen = errors.New("protocol: message authentication failed")
 
 func (e *etm) Open(dst, nonce, sealed, ad []byte) ([]byte, error) {
-	if len(nonce) != NonceSize || len(sealed) < e.tagSize {
+	if len(nonce) != nonceSize || len(sealed) < e.tagSize {
 		return nil, errOpen
 	}
 	ct, tag := sealed[:len(sealed)-e.tagSize], sealed[len(sealed)-e.tagSize:]

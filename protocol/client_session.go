@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // ClientSession is the client's state of one session. It is safe for
@@ -13,16 +14,33 @@ import (
 // rekey may finish while earlier requests are still in flight (each
 // Request keeps the keys of the epoch it was sealed under).
 type ClientSession struct {
-	ID        [SessionIDSize]byte
-	Suite     Suite
-	ChunkSize int
-	Limits    EpochLimits
-
-	serverKey crypto.PublicKey
+	id           SessionID
+	suite        Suite
+	chunkSize    int
+	serverKey    crypto.PublicKey
+	serverExpiry time.Time // the server certificate's NotAfter
+	now          func() time.Time
 
 	mu      sync.Mutex
+	limits  EpochLimits
 	current *epochKeys
 	seq     uint64 // next sequence number in the current epoch
+}
+
+// ID is the session's id.
+func (s *ClientSession) ID() SessionID { return s.id }
+
+// Suite is the negotiated cipher suite.
+func (s *ClientSession) Suite() Suite { return s.suite }
+
+// ChunkSize is the plaintext size of every chunk but a medium's last.
+func (s *ClientSession) ChunkSize() int { return s.chunkSize }
+
+// Limits are the current epoch's limits as the server announced them.
+func (s *ClientSession) Limits() EpochLimits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limits
 }
 
 // Epoch returns the number of the current key epoch.
@@ -34,52 +52,64 @@ func (s *ClientSession) Epoch() uint32 {
 
 // Request is one sealed request and what is needed to open its reply.
 type Request struct {
-	Header RequestHeader
-	// Envelope is the request body to send.
-	Envelope []byte
+	header   requestHeader
+	envelope []byte
 	keys     *epochKeys
 	session  *ClientSession
-	chunk    ChunkRequest // set on chunk requests
+	chunk    ChunkRequest // MsgChunk
 }
 
-// NewRequest seals payload as a request of type t under the current epoch
+// Envelope is the request body to send.
+func (r *Request) Envelope() []byte { return r.envelope }
+
+// Type is the request's message type; its String is the endpoint.
+func (r *Request) Type() MessageType { return r.header.Type }
+
+// Epoch is the key epoch the request is sealed under.
+func (r *Request) Epoch() uint32 { return r.header.Epoch }
+
+// newRequest seals payload as a request of type t under the current epoch
 // with the next sequence number.
-func (s *ClientSession) NewRequest(t MessageType, payload []byte) *Request {
+func (s *ClientSession) newRequest(t MessageType, payload []byte) *Request {
 	s.mu.Lock()
 	keys, seq := s.current, s.seq
 	s.seq++
 	s.mu.Unlock()
-	h := RequestHeader{Type: t, SessionID: s.ID, Epoch: keys.number, Seq: seq}
-	env := h.appendTo(make([]byte, 0, EnvelopeHeaderSize+len(payload)+keys.c2s.Overhead()))
-	env = keys.c2s.seal(env, seq, payload, env[:EnvelopeHeaderSize])
-	return &Request{Header: h, Envelope: env, keys: keys, session: s}
+	h := requestHeader{Type: t, SessionID: s.id, Epoch: keys.number, Seq: seq}
+	env := h.appendTo(make([]byte, 0, requestHeaderSize+len(payload)+keys.c2s.overhead()))
+	env = keys.c2s.seal(env, seq, payload, env[:requestHeaderSize])
+	return &Request{header: h, envelope: env, keys: keys, session: s}
 }
 
-// NewChunkRequest seals a request for chunk index of media id.
-func (s *ClientSession) NewChunkRequest(id string, index uint64) (*Request, error) {
-	if err := ValidMediaID(id); err != nil {
-		return nil, err
-	}
+// NewCatalogRequest seals a request for the catalog.
+func (s *ClientSession) NewCatalogRequest() *Request { return s.newRequest(MsgCatalog, nil) }
+
+// NewCloseRequest seals a request that ends the session.
+func (s *ClientSession) NewCloseRequest() *Request { return s.newRequest(MsgClose, nil) }
+
+// NewChunkRequest seals a request for chunk index of media id. The id is
+// not checked here: the server refuses one that is not ValidMediaID.
+func (s *ClientSession) NewChunkRequest(id string, index uint64) *Request {
 	c := ChunkRequest{MediaID: id, Index: index}
-	r := s.NewRequest(MsgChunk, c.Marshal())
+	r := s.newRequest(MsgChunk, c.marshal())
 	r.chunk = c
-	return r, nil
+	return r
 }
 
 // open checks that a reply answers this request — same type, epoch and
 // sequence number — and opens its payload into dst.
-func (r *Request) open(dst, reply []byte, mediaID string) (ResponseHeader, []byte, error) {
-	h, err := ParseResponseHeader(reply)
+func (r *Request) open(dst, reply []byte, mediaID string) (replyHeader, []byte, error) {
+	h, err := parseReplyHeader(reply)
 	if err != nil {
 		return h, nil, err
 	}
-	if h.Type != r.Header.Type || h.Epoch != r.Header.Epoch || h.Seq != r.Header.Seq {
+	if h.Type != r.header.Type || h.Epoch != r.header.Epoch || h.Seq != r.header.Seq {
 		return h, nil, fmt.Errorf("%w: got %s epoch %d seq %d for %s epoch %d seq %d", ErrUnexpectedReply,
-			h.Type, h.Epoch, h.Seq, r.Header.Type, r.Header.Epoch, r.Header.Seq)
+			h.Type, h.Epoch, h.Seq, r.header.Type, r.header.Epoch, r.header.Seq)
 	}
-	var adBuf [ResponseHeaderSize + SessionIDSize + 2 + 256]byte
-	ad := replyAD(adBuf[:0], &h, r.session.ID[:], mediaID)
-	out, err := r.keys.s2c.open(dst, h.Seq, reply[ResponseHeaderSize:], ad)
+	var adBuf [ReplyHeaderSize + sessionIDSize + 2 + 256]byte
+	ad := replyAD(adBuf[:0], &h, r.session.id, mediaID)
+	out, err := r.keys.s2c.open(dst, h.Seq, reply[ReplyHeaderSize:], ad)
 	if err != nil {
 		return h, nil, err
 	}
@@ -92,83 +122,106 @@ func (r *Request) OpenReply(reply []byte) ([]byte, error) {
 	return out, err
 }
 
-// OpenChunk opens the reply to a chunk request, appending the plaintext to
-// dst. It checks that the chunk is the one asked for and that its length is
-// what the chunk size and the medium's size say it must be, so a
-// truncated medium is caught.
-func (r *Request) OpenChunk(dst, reply []byte) (ResponseHeader, []byte, error) {
-	if r.Header.Type != MsgChunk {
-		return ResponseHeader{}, nil, fmt.Errorf("%w: %s request has no chunk", ErrUnexpectedReply, r.Header.Type)
+// Chunk is an opened chunk reply.
+type Chunk struct {
+	// Data is the chunk's verified plaintext.
+	Data []byte
+	// MediaSize is the medium's size as the server read it.
+	MediaSize uint64
+	// RekeySoon asks the client to rekey before the epoch runs out.
+	RekeySoon bool
+}
+
+// OpenChunk opens the reply to a chunk request in place: Data shares
+// reply's memory. It checks that the chunk is the one asked for and that
+// its length is what the chunk size and the medium's size say it must be,
+// so a truncated medium is caught.
+func (r *Request) OpenChunk(reply []byte) (Chunk, error) {
+	if r.header.Type != MsgChunk {
+		return Chunk{}, fmt.Errorf("%w: %s request has no chunk", ErrUnexpectedReply, r.header.Type)
+	}
+	var dst []byte
+	if len(reply) >= ReplyHeaderSize {
+		dst = reply[ReplyHeaderSize:ReplyHeaderSize]
 	}
 	h, out, err := r.open(dst, reply, r.chunk.MediaID)
 	if err != nil {
-		return h, nil, err
+		return Chunk{}, err
 	}
 	if h.Index != r.chunk.Index {
-		return h, nil, fmt.Errorf("%w: chunk %d for chunk %d", ErrUnexpectedReply, h.Index, r.chunk.Index)
+		return Chunk{}, fmt.Errorf("%w: chunk %d for chunk %d", ErrUnexpectedReply, h.Index, r.chunk.Index)
 	}
-	cs := uint64(r.session.ChunkSize)
-	got := uint64(len(out) - len(dst))
-	inRange := h.Index < h.MediaSize/cs+1 && (h.Index*cs < h.MediaSize || h.MediaSize == 0 && h.Index == 0)
-	if !inRange {
-		return h, nil, fmt.Errorf("%w: chunk %d lies past the end of a %d-byte medium", ErrUnexpectedReply, h.Index, h.MediaSize)
+	start, end, ok := ChunkSpan(h.Index, h.MediaSize, r.session.chunkSize)
+	if !ok {
+		return Chunk{}, fmt.Errorf("%w: chunk %d lies past the end of a %d-byte medium", ErrUnexpectedReply, h.Index, h.MediaSize)
 	}
-	if want := min(cs, h.MediaSize-h.Index*cs); got != want {
-		return h, nil, fmt.Errorf("%w: chunk %d has %d bytes, want %d of a %d-byte medium", ErrUnexpectedReply, h.Index, got, want, h.MediaSize)
+	if uint64(len(out)) != end-start {
+		return Chunk{}, fmt.Errorf("%w: chunk %d has %d bytes, want %d of a %d-byte medium", ErrUnexpectedReply, h.Index, len(out), end-start, h.MediaSize)
 	}
-	return h, out, nil
+	if final := h.Flags&flagFinal != 0; final != (end == h.MediaSize) {
+		return Chunk{}, fmt.Errorf("%w: chunk %d of a %d-byte medium is flagged final=%v", ErrUnexpectedReply, h.Index, h.MediaSize, final)
+	}
+	return Chunk{Data: out, MediaSize: h.MediaSize, RekeySoon: h.Flags&flagRekeySoon != 0}, nil
 }
 
 // Rekey is a key exchange in flight on an established session.
 type Rekey struct {
-	Request *Request
-	key     ClientKey
+	request *Request
+	key     clientKey
 	payload []byte
 }
 
-// StartRekey makes a MsgRekey request with a fresh key share.
+// Request is the MsgRekey request to send.
+func (rk *Rekey) Request() *Request { return rk.request }
+
+// StartRekey makes a MsgRekey request with a fresh key share. It refuses
+// once the server's certificate has expired: the client must then run a
+// new handshake, which checks the server's current certificate.
 func (s *ClientSession) StartRekey() (*Rekey, error) {
-	key, err := s.Suite.Group.GenerateKey(rand.Reader)
+	if !s.now().Before(s.serverExpiry) {
+		return nil, fmt.Errorf("%w: the server certificate expired at %v", errCertificate, s.serverExpiry)
+	}
+	key, err := s.suite.group.generateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	payload, err := json.Marshal(RekeyRequest{Random: randomBytes(RandomSize), KeyShare: key.Share()})
+	payload, err := json.Marshal(rekeyRequestMsg{Random: randomBytes(randomSize), KeyShare: key.share()})
 	if err != nil {
 		return nil, err
 	}
-	return &Rekey{Request: s.NewRequest(MsgRekey, payload), key: key, payload: payload}, nil
+	return &Rekey{request: s.newRequest(MsgRekey, payload), key: key, payload: payload}, nil
 }
 
 // Finish opens and verifies the server's answer — signed by the same key
 // as the handshake, over the previous transcript hash, the request and the
 // answer — and switches the session to the new epoch.
 func (rk *Rekey) Finish(reply []byte) error {
-	body, err := rk.Request.OpenReply(reply)
+	body, err := rk.request.OpenReply(reply)
 	if err != nil {
 		return err
 	}
-	signed, err := ParseSigned(body)
+	signed, err := parseSigned(body)
 	if err != nil {
 		return err
 	}
-	var hello RekeyHello
+	var hello rekeyHelloMsg
 	if err := json.Unmarshal(signed.Message, &hello); err != nil {
 		return fmt.Errorf("%w: rekey hello: %v", ErrMalformed, err)
 	}
-	old := rk.Request.keys
+	old := rk.request.keys
 	if hello.Epoch != old.number+1 {
 		return fmt.Errorf("%w: rekey to epoch %d from %d", ErrUnexpectedReply, hello.Epoch, old.number)
 	}
-	s := rk.Request.session
-	th := transcriptHash(s.Suite.Hash, rekeyTranscriptContext, old.transcript, rk.payload, signed.Message)
-	if err := VerifyTranscript(s.serverKey, th, signed.Signature); err != nil {
+	s := rk.request.session
+	th := transcriptHash(s.suite.hash, rekeyTranscriptContext, old.transcript, rk.payload, signed.Message)
+	if err := verifyTranscript(s.serverKey, th, signed.Signature); err != nil {
 		return err
 	}
-	shared, err := rk.key.Finish(hello.KeyShare)
+	shared, err := rk.key.finish(hello.KeyShare)
 	if err != nil {
 		return err
 	}
-	next, err := newEpochKeys(s.Suite, hello.Epoch, shared, old.chain, th)
+	next, err := newEpochKeys(s.suite, hello.Epoch, shared, old.chain, th)
 	if err != nil {
 		return err
 	}
@@ -177,6 +230,6 @@ func (rk *Rekey) Finish(reply []byte) error {
 	if s.current != old {
 		return fmt.Errorf("%w: session moved to epoch %d during the rekey", ErrEpochRetired, s.current.number)
 	}
-	s.current, s.seq, s.Limits = next, 0, hello.Limits
+	s.current, s.seq, s.limits = next, 0, hello.Limits
 	return nil
 }

@@ -1,42 +1,43 @@
-// Package protocol is the caddy-drm wire protocol: suite negotiation, the
-// signed ephemeral key exchange, the key schedule, sealed chunks and
-// authenticated requests. It imports no HTTP so that the Caddy module and
-// clientproxy share one implementation of every cryptographic step.
-//
-// docs/PROTOCOL.md is the specification; this package follows it and
-// testdata/ holds its known-answer vectors.
 package protocol
 
 import "time"
 
-// Specification constants. Changing any of them changes the wire format or
-// the key schedule and needs a new Version.
+// Specification constants (docs/PROTOCOL.md §3). Changing any of them
+// changes the wire format or the key schedule and needs a new version.
 const (
-	// Version is the protocol version carried by every message.
-	Version = 1
+	// version is the protocol version carried by every message.
+	version = 1
 
-	// SessionIDSize is the length of the server-chosen session id.
-	SessionIDSize = 16
-	// RandomSize is the length of the client and server randoms.
-	RandomSize = 32
-	// NonceSize is the length of every per-record nonce (AEAD nonce, or
-	// the value an encrypt-then-MAC construction derives its IV from).
-	NonceSize = 12
+	sessionIDSize = 16
+	randomSize    = 32
+	// nonceSize is the length of every per-record nonce (AEAD nonce, or the
+	// value an encrypt-then-MAC construction derives its IV from).
+	nonceSize = 12
 
-	// EnvelopeHeaderSize is the clear, authenticated part of a request:
-	// version(1) type(1) session_id(16) epoch(4) seq(8).
-	EnvelopeHeaderSize = 1 + 1 + SessionIDSize + 4 + 8
-	// ResponseHeaderSize is the clear, authenticated part of a reply:
+	// requestHeaderSize is the clear, authenticated start of a request
+	// envelope: version(1) type(1) session_id(16) epoch(4) seq(8).
+	requestHeaderSize = 1 + 1 + sessionIDSize + 4 + 8
+	// ReplyHeaderSize is the clear, authenticated start of a sealed reply:
 	// version(1) type(1) flags(1) epoch(4) seq(8) index(8) media_size(8)
-	// remaining(4).
-	ResponseHeaderSize = 1 + 1 + 1 + 4 + 8 + 8 + 8 + 4
+	// remaining(4). A chunk read into buf[ReplyHeaderSize:] is sealed in
+	// place by ServerSession.SealChunk(buf[:0], …).
+	ReplyHeaderSize = 1 + 1 + 1 + 4 + 8 + 8 + 8 + 4
 
-	// MaxMediaIDLength bounds media ids (bytes).
-	MaxMediaIDLength = 1024
-	// MaxHandshakeSize bounds a ClientHello or server handshake reply.
+	maxMediaIDLength = 1024
+	// MaxHandshakeSize bounds a ClientHello and a handshake reply.
 	MaxHandshakeSize = 64 << 10
-	// MaxRequestSize bounds a sealed request envelope.
+	// MaxRequestSize bounds a request envelope.
 	MaxRequestSize = 16 << 10
+	// maxSealOverhead is the most any cipher adds to a record: CBC padding
+	// (16) and a SHA-384 HMAC tag (48).
+	maxSealOverhead = 16 + 48
+	// MaxReplySize bounds a sealed reply: the largest chunk, sealed.
+	MaxReplySize = ReplyHeaderSize + MaxChunkSize + maxSealOverhead
+
+	// MinChunkSize and MaxChunkSize bound the chunk size a server may
+	// announce.
+	MinChunkSize = 1 << 10
+	MaxChunkSize = 8 << 20
 
 	// labelPrefix starts every HKDF label and signature context so that
 	// keys and signatures of this protocol cannot be confused with those
@@ -49,9 +50,15 @@ const (
 	transcriptContext = labelPrefix + "transcript\x00"
 	// rekeyTranscriptContext starts the transcript hash of a rekey.
 	rekeyTranscriptContext = labelPrefix + "rekey transcript\x00"
+
+	// replayWindowSize is how far behind the highest sequence number a
+	// request may arrive and still be accepted once (§14).
+	replayWindowSize = (replayRingBlocks - 1) * replayBlockBits
+	replayBlockBits  = 64
+	replayRingBlocks = 16
 )
 
-// HKDF labels of the key schedule (docs/PROTOCOL.md, "Key schedule").
+// HKDF labels of the key schedule (§10).
 const (
 	labelEpoch     = "epoch"
 	labelChain     = "chain"
@@ -70,17 +77,17 @@ const (
 	MsgChunk   MessageType = 2
 	MsgRekey   MessageType = 3
 	MsgClose   MessageType = 4
-	// MsgClientAuth is reserved for client-device and user authentication
-	// (a later protocol revision fills it; docs/PROTOCOL.md).
-	MsgClientAuth MessageType = 5
+	// msgClientAuth is reserved for client-device and user authentication
+	// (§17).
+	msgClientAuth MessageType = 5
 )
 
-// Chunk header flags.
+// Reply header flags (§13).
 const (
-	// FlagFinal marks the last chunk of a medium.
-	FlagFinal = 1 << 0
-	// FlagRekeySoon asks the client to rekey before the epoch runs out.
-	FlagRekeySoon = 1 << 1
+	// flagFinal marks the last chunk of a medium.
+	flagFinal = 1 << 0
+	// flagRekeySoon asks the client to rekey before the epoch runs out.
+	flagRekeySoon = 1 << 1
 )
 
 // Implementation constants: defaults a deployment may change without
@@ -88,9 +95,6 @@ const (
 const (
 	// DefaultChunkSize is the plaintext size of a chunk.
 	DefaultChunkSize = 256 << 10
-	// MinChunkSize and MaxChunkSize bound the configurable chunk size.
-	MinChunkSize = 1 << 10
-	MaxChunkSize = 8 << 20
 	// DefaultRekeyChunks is the chunk limit of one key epoch, as in the
 	// design this descends from.
 	DefaultRekeyChunks = 500
@@ -98,12 +102,13 @@ const (
 	DefaultRekeyBytes = 1 << 30
 	// DefaultRekeyAge is the age limit of one key epoch.
 	DefaultRekeyAge = time.Hour
-	// RekeySoonChunks: the server sets FlagRekeySoon once this few chunks
+	// rekeySoonChunks: the server sets flagRekeySoon once this few chunks
 	// (or one sixteenth of the limit, whichever is larger) remain.
-	RekeySoonChunks = 16
+	rekeySoonChunks = 16
 )
 
-// MessageType is the type byte of a request envelope.
+// MessageType is the type byte of a request envelope. Its String is the
+// name of the endpoint the request goes to ({prefix}/v1/{name}, §4).
 type MessageType uint8
 
 func (t MessageType) String() string {
@@ -116,7 +121,7 @@ func (t MessageType) String() string {
 		return "rekey"
 	case MsgClose:
 		return "close"
-	case MsgClientAuth:
+	case msgClientAuth:
 		return "client-auth"
 	}
 	return "unknown"

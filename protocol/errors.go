@@ -11,19 +11,20 @@ import (
 // handshake) without parsing prose.
 var (
 	ErrMalformed       = errors.New("malformed message")
-	ErrVersion         = errors.New("unsupported protocol version")
-	ErrNoCommonSuite   = errors.New("no common cipher suite")
-	ErrUnknownSuite    = errors.New("unknown cipher suite")
-	ErrKeyShare        = errors.New("bad or missing key share")
-	ErrBadSignature    = errors.New("server signature does not verify")
-	ErrCertificate     = errors.New("server certificate not trusted")
+	errVersion         = errors.New("unsupported protocol version")
+	errNoCommonSuite   = errors.New("no common cipher suite")
+	errUnknownSuite    = errors.New("unknown cipher suite")
+	errKeyShare        = errors.New("bad or missing key share")
+	errBadSignature    = errors.New("server signature does not verify")
+	errCertificate     = errors.New("server certificate not trusted")
+	ErrUnsupportedKey  = errors.New("unsupported key: want Ed25519, ECDSA P-256/P-384 or RSA of at least 2048 bits")
 	ErrAuthentication  = errors.New("message authentication failed")
 	ErrReplay          = errors.New("replayed or too old sequence number")
 	ErrUnknownSession  = errors.New("unknown or expired session")
 	ErrEpochRetired    = errors.New("key epoch retired")
 	ErrRekeyRequired   = errors.New("key epoch limit reached: rekey required")
 	ErrWrongMessage    = errors.New("message type does not match the endpoint")
-	ErrMediaID         = errors.New("invalid media id")
+	errMediaID         = errors.New("invalid media id")
 	ErrUnexpectedReply = errors.New("reply does not answer the request")
 
 	// Conditions of the server and its origin, with wire codes so that a
@@ -40,17 +41,17 @@ var errorCodes = []struct {
 	code string
 }{
 	{ErrMalformed, "malformed"},
-	{ErrVersion, "version"},
-	{ErrNoCommonSuite, "no-common-suite"},
-	{ErrUnknownSuite, "unknown-suite"},
-	{ErrKeyShare, "key-share"},
+	{errVersion, "version"},
+	{errNoCommonSuite, "no-common-suite"},
+	{errUnknownSuite, "unknown-suite"},
+	{errKeyShare, "key-share"},
 	{ErrAuthentication, "authentication"},
 	{ErrReplay, "replay"},
 	{ErrUnknownSession, "unknown-session"},
 	{ErrEpochRetired, "epoch-retired"},
 	{ErrRekeyRequired, "rekey-required"},
 	{ErrWrongMessage, "wrong-message"},
-	{ErrMediaID, "media-id"},
+	{errMediaID, "media-id"},
 	{ErrNotFound, "not-found"},
 	{ErrOutOfRange, "out-of-range"},
 	{ErrBusy, "busy"},
@@ -82,15 +83,15 @@ func ErrorFromCode(header string) error {
 	return fmt.Errorf("server: %s", header)
 }
 
-// NoCommonSuiteError names both lists so an operator can see at once why
+// noCommonSuiteError names both lists so an operator can see at once why
 // negotiation failed.
-type NoCommonSuiteError struct {
+type noCommonSuiteError struct {
 	Offered, Supported []string
 }
 
-func (e *NoCommonSuiteError) Error() string {
+func (e *noCommonSuiteError) Error() string {
 	return fmt.Sprintf("no common cipher suite: client offered [%s], server accepts [%s]",
 		strings.Join(e.Offered, " "), strings.Join(e.Supported, " "))
 }
 
-func (e *NoCommonSuiteError) Unwrap() error { return ErrNoCommonSuite }
+func (e *noCommonSuiteError) Unwrap() error { return errNoCommonSuite }

@@ -1,153 +1,13 @@
 package protocol
 
 import (
-	"crypto"
 	"crypto/rand"
-	"encoding/binary"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 )
-
-// ClientHello opens a session. It is JSON; its exact bytes enter the
-// transcript, so nothing in it can be changed or stripped unnoticed.
-type ClientHello struct {
-	Version int    `json:"version"`
-	Random  []byte `json:"random"`
-	// Suites in the client's order of preference.
-	Suites []string `json:"suites"`
-	// KeyShares holds one share per group of the offered suites, keyed by
-	// group name, so the handshake takes one round trip.
-	KeyShares map[string][]byte `json:"key_shares"`
-	// Credentials is reserved for client-device and user authentication:
-	// the kinds of credential the client can present ("device", "user").
-	Credentials []string `json:"credentials,omitempty"`
-}
-
-// ServerHello answers a ClientHello. The server signs the transcript
-// (ClientHello ‖ ServerHello) with the key of Certificates[0].
-type ServerHello struct {
-	Version      int         `json:"version"`
-	Random       []byte      `json:"random"`
-	Suite        string      `json:"suite"`
-	SessionID    []byte      `json:"session_id"`
-	KeyShare     []byte      `json:"key_share"`
-	Certificates [][]byte    `json:"certificates"`
-	ChunkSize    int         `json:"chunk_size"`
-	Limits       EpochLimits `json:"limits"`
-	// CredentialsRequested is reserved for client authentication: the
-	// credentials the client must present in a MsgClientAuth request
-	// before anything else. Empty in this revision.
-	CredentialsRequested []string `json:"credentials_requested,omitempty"`
-}
-
-// EpochLimits is when the server retires a key epoch: whichever of chunks
-// served, plaintext bytes served and age comes first.
-type EpochLimits struct {
-	Chunks     uint32 `json:"chunks"`
-	Bytes      uint64 `json:"bytes"`
-	AgeSeconds uint32 `json:"age_seconds"`
-}
-
-// Age returns the age limit as a duration.
-func (l EpochLimits) Age() time.Duration { return time.Duration(l.AgeSeconds) * time.Second }
-
-// DefaultLimits are the server's default epoch limits.
-func DefaultLimits() EpochLimits {
-	return EpochLimits{Chunks: DefaultRekeyChunks, Bytes: DefaultRekeyBytes, AgeSeconds: uint32(DefaultRekeyAge / time.Second)}
-}
-
-// Signed carries a message and the server's signature over the transcript
-// that ends with the message's exact bytes.
-type Signed struct {
-	Message   json.RawMessage `json:"message"`
-	Signature []byte          `json:"signature"`
-}
-
-const (
-	maxSuitesOffered = 128
-	maxKeyShares     = 8
-	maxCredentials   = 8
-)
-
-// ParseClientHello decodes and checks a ClientHello.
-func ParseClientHello(b []byte) (*ClientHello, error) {
-	if len(b) > MaxHandshakeSize {
-		return nil, fmt.Errorf("%w: client hello larger than %d bytes", ErrMalformed, MaxHandshakeSize)
-	}
-	var ch ClientHello
-	if err := json.Unmarshal(b, &ch); err != nil {
-		return nil, fmt.Errorf("%w: client hello: %v", ErrMalformed, err)
-	}
-	switch {
-	case ch.Version != Version:
-		return nil, fmt.Errorf("%w: client speaks %d, server %d", ErrVersion, ch.Version, Version)
-	case len(ch.Random) != RandomSize:
-		return nil, fmt.Errorf("%w: client random is %d bytes, want %d", ErrMalformed, len(ch.Random), RandomSize)
-	case len(ch.Suites) == 0 || len(ch.Suites) > maxSuitesOffered:
-		return nil, fmt.Errorf("%w: client offers %d suites", ErrMalformed, len(ch.Suites))
-	case len(ch.KeyShares) == 0 || len(ch.KeyShares) > maxKeyShares:
-		return nil, fmt.Errorf("%w: client sends %d key shares", ErrMalformed, len(ch.KeyShares))
-	case len(ch.Credentials) > maxCredentials:
-		return nil, fmt.Errorf("%w: client lists %d credentials", ErrMalformed, len(ch.Credentials))
-	}
-	return &ch, nil
-}
-
-// ParseSigned decodes the envelope of a signed server message.
-func ParseSigned(b []byte) (*Signed, error) {
-	if len(b) > MaxHandshakeSize {
-		return nil, fmt.Errorf("%w: signed message larger than %d bytes", ErrMalformed, MaxHandshakeSize)
-	}
-	var s Signed
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%w: signed message: %v", ErrMalformed, err)
-	}
-	if len(s.Message) == 0 || len(s.Signature) == 0 {
-		return nil, fmt.Errorf("%w: signed message without message or signature", ErrMalformed)
-	}
-	return &s, nil
-}
-
-// ParseServerHello decodes and checks a ServerHello.
-func ParseServerHello(b []byte) (*ServerHello, error) {
-	if len(b) > MaxHandshakeSize {
-		return nil, fmt.Errorf("%w: server hello larger than %d bytes", ErrMalformed, MaxHandshakeSize)
-	}
-	var sh ServerHello
-	if err := json.Unmarshal(b, &sh); err != nil {
-		return nil, fmt.Errorf("%w: server hello: %v", ErrMalformed, err)
-	}
-	switch {
-	case sh.Version != Version:
-		return nil, fmt.Errorf("%w: server speaks %d, client %d", ErrVersion, sh.Version, Version)
-	case len(sh.Random) != RandomSize:
-		return nil, fmt.Errorf("%w: server random is %d bytes", ErrMalformed, len(sh.Random))
-	case len(sh.SessionID) != SessionIDSize:
-		return nil, fmt.Errorf("%w: session id is %d bytes", ErrMalformed, len(sh.SessionID))
-	case len(sh.Certificates) == 0:
-		return nil, fmt.Errorf("%w: server sent no certificate", ErrMalformed)
-	case sh.ChunkSize < MinChunkSize || sh.ChunkSize > MaxChunkSize:
-		return nil, fmt.Errorf("%w: chunk size %d out of range", ErrMalformed, sh.ChunkSize)
-	}
-	return &sh, nil
-}
-
-// transcriptHash hashes a context string and length-prefixed parts, so no
-// two different sequences of messages hash alike.
-func transcriptHash(h crypto.Hash, context string, parts ...[]byte) []byte {
-	d := h.New()
-	io.WriteString(d, context)
-	var n [4]byte
-	for _, p := range parts {
-		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
-		d.Write(n[:])
-		d.Write(p)
-	}
-	return d.Sum(nil)
-}
 
 // ServerConfig is the server side of the handshake.
 type ServerConfig struct {
@@ -192,27 +52,27 @@ func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error
 	if err := c.Validate(); err != nil {
 		return nil, nil, err
 	}
-	ch, err := ParseClientHello(clientHello)
+	ch, err := parseClientHello(clientHello)
 	if err != nil {
 		return nil, nil, err
 	}
-	suite, err := Negotiate(c.Suites, ch.Suites)
+	suite, err := negotiate(c.Suites, ch.Suites)
 	if err != nil {
 		return nil, nil, err
 	}
-	share, ok := ch.KeyShares[suite.Group.Name()]
+	share, ok := ch.KeyShares[suite.group.Name()]
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: suite %s chosen but no %s share sent", ErrKeyShare, suite.Name(), suite.Group.Name())
+		return nil, nil, fmt.Errorf("%w: suite %s chosen but no %s share sent", errKeyShare, suite.Name(), suite.group.Name())
 	}
-	serverShare, shared, err := suite.Group.Respond(rand.Reader, share)
+	serverShare, shared, err := suite.group.respond(rand.Reader, share)
 	if err != nil {
 		return nil, nil, err
 	}
-	sh := ServerHello{
-		Version:      Version,
-		Random:       randomBytes(RandomSize),
+	sh := serverHelloMsg{
+		Version:      version,
+		Random:       randomBytes(randomSize),
 		Suite:        suite.Name(),
-		SessionID:    randomBytes(SessionIDSize),
+		SessionID:    randomBytes(sessionIDSize),
 		KeyShare:     serverShare,
 		Certificates: c.Identity.Chain,
 		ChunkSize:    c.ChunkSize,
@@ -222,8 +82,8 @@ func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error
 	if err != nil {
 		return nil, nil, err
 	}
-	th := transcriptHash(suite.Hash, transcriptContext, clientHello, shBytes)
-	sig, err := SignTranscript(c.Identity.Signer, th)
+	th := transcriptHash(suite.hash, transcriptContext, clientHello, shBytes)
+	sig, err := signTranscript(c.Identity.Signer, th)
 	if err != nil {
 		return nil, nil, fmt.Errorf("protocol: signing the transcript: %w", err)
 	}
@@ -231,18 +91,18 @@ func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error
 	if err != nil {
 		return nil, nil, err
 	}
-	reply, err := json.Marshal(Signed{Message: shBytes, Signature: sig})
+	reply, err := json.Marshal(signedMsg{Message: shBytes, Signature: sig})
 	if err != nil {
 		return nil, nil, err
 	}
 	s := &ServerSession{
-		Suite:     suite,
-		ChunkSize: c.ChunkSize,
+		suite:     suite,
+		chunkSize: c.ChunkSize,
 		limits:    c.Limits,
 		signer:    c.Identity.Signer,
 		now:       c.now,
 	}
-	copy(s.ID[:], sh.SessionID)
+	copy(s.id[:], sh.SessionID)
 	s.install(keys)
 	return s, reply, nil
 }
@@ -251,37 +111,48 @@ func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error
 type ClientConfig struct {
 	// Suites in the client's order of preference.
 	Suites []Suite
-	// VerifyCertificate checks the server's chain (DER, leaf first) against
-	// the pinned root and returns the leaf's public key. It must not be nil.
-	VerifyCertificate func(chain [][]byte) (crypto.PublicKey, error)
+	// VerifyCertificate checks the server's chain (DER, leaf first)
+	// against the pinned root and returns the verified leaf, whose key
+	// must sign the transcript and whose expiry ends the session. It must
+	// not be nil; keystore.ServerVerifier makes one.
+	VerifyCertificate func(chain [][]byte) (*x509.Certificate, error)
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+func (c *ClientConfig) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 // ClientHandshake is a handshake in flight.
 type ClientHandshake struct {
 	cfg   *ClientConfig
 	hello []byte
-	keys  map[string]ClientKey
+	keys  map[string]clientKey
 }
 
 // Start makes the ClientHello, with a fresh key share for every group of
 // the offered suites.
 func (c *ClientConfig) Start() (*ClientHandshake, []byte, error) {
 	if len(c.Suites) == 0 {
-		return nil, nil, fmt.Errorf("%w: client offers no suite", ErrNoCommonSuite)
+		return nil, nil, fmt.Errorf("%w: client offers no suite", errNoCommonSuite)
 	}
-	ch := ClientHello{Version: Version, Random: randomBytes(RandomSize), Suites: SuiteNames(c.Suites), KeyShares: map[string][]byte{}}
-	keys := map[string]ClientKey{}
+	ch := clientHelloMsg{Version: version, Random: randomBytes(randomSize), Suites: SuiteNames(c.Suites), KeyShares: map[string][]byte{}}
+	keys := map[string]clientKey{}
 	for _, s := range c.Suites {
-		name := s.Group.Name()
+		name := s.group.Name()
 		if _, ok := keys[name]; ok {
 			continue
 		}
-		k, err := s.Group.GenerateKey(rand.Reader)
+		k, err := s.group.generateKey(rand.Reader)
 		if err != nil {
 			return nil, nil, err
 		}
 		keys[name] = k
-		ch.KeyShares[name] = k.Share()
+		ch.KeyShares[name] = k.share()
 	}
 	hello, err := json.Marshal(ch)
 	if err != nil {
@@ -293,11 +164,11 @@ func (c *ClientConfig) Start() (*ClientHandshake, []byte, error) {
 // Finish checks the server's reply — certificate chain, signature over the
 // whole transcript, a suite the client offered — and derives epoch 0.
 func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
-	signed, err := ParseSigned(reply)
+	signed, err := parseSigned(reply)
 	if err != nil {
 		return nil, err
 	}
-	sh, err := ParseServerHello(signed.Message)
+	sh, err := parseServerHello(signed.Message)
 	if err != nil {
 		return nil, err
 	}
@@ -305,15 +176,15 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := h.cfg.VerifyCertificate(sh.Certificates)
+	leaf, err := h.cfg.VerifyCertificate(sh.Certificates)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCertificate, err)
+		return nil, fmt.Errorf("%w: %v", errCertificate, err)
 	}
-	th := transcriptHash(suite.Hash, transcriptContext, h.hello, signed.Message)
-	if err := VerifyTranscript(pub, th, signed.Signature); err != nil {
+	th := transcriptHash(suite.hash, transcriptContext, h.hello, signed.Message)
+	if err := verifyTranscript(leaf.PublicKey, th, signed.Signature); err != nil {
 		return nil, err
 	}
-	shared, err := h.keys[suite.Group.Name()].Finish(sh.KeyShare)
+	shared, err := h.keys[suite.group.Name()].finish(sh.KeyShare)
 	if err != nil {
 		return nil, err
 	}
@@ -321,8 +192,9 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ClientSession{Suite: suite, ChunkSize: sh.ChunkSize, Limits: sh.Limits, serverKey: pub, current: keys}
-	copy(s.ID[:], sh.SessionID)
+	s := &ClientSession{suite: suite, chunkSize: sh.ChunkSize, limits: sh.Limits,
+		serverKey: leaf.PublicKey, serverExpiry: leaf.NotAfter, now: h.cfg.now, current: keys}
+	copy(s.id[:], sh.SessionID)
 	return s, nil
 }
 
@@ -332,7 +204,7 @@ func (h *ClientHandshake) offered(name string) (Suite, error) {
 			return s, nil
 		}
 	}
-	return Suite{}, fmt.Errorf("%w: server chose %q, which the client did not offer", ErrNoCommonSuite, name)
+	return Suite{}, fmt.Errorf("%w: server chose %q, which the client did not offer", errNoCommonSuite, name)
 }
 
 func randomBytes(n int) []byte {

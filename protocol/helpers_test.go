@@ -48,16 +48,12 @@ func testIdentity(t testing.TB, kind string) Identity {
 }
 
 // pinned trusts exactly the leaf of id.
-func pinned(id Identity) func([][]byte) (crypto.PublicKey, error) {
-	return func(chain [][]byte) (crypto.PublicKey, error) {
+func pinned(id Identity) func([][]byte) (*x509.Certificate, error) {
+	return func(chain [][]byte) (*x509.Certificate, error) {
 		if len(chain) == 0 || !bytes.Equal(chain[0], id.Chain[0]) {
 			return nil, errors.New("certificate is not the pinned one")
 		}
-		c, err := x509.ParseCertificate(chain[0])
-		if err != nil {
-			return nil, err
-		}
-		return c.PublicKey, nil
+		return x509.ParseCertificate(chain[0])
 	}
 }
 
@@ -69,8 +65,13 @@ type pair struct {
 
 func newPair(t testing.TB, suite Suite, limits EpochLimits) pair {
 	t.Helper()
+	return newPairSized(t, suite, limits, MinChunkSize)
+}
+
+func newPairSized(t testing.TB, suite Suite, limits EpochLimits, chunkSize int) pair {
+	t.Helper()
 	id := testIdentity(t, "ed25519")
-	scfg := &ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: MinChunkSize, Limits: limits}
+	scfg := &ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: chunkSize, Limits: limits}
 	ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
 	hs, hello, err := ccfg.Start()
 	if err != nil {
@@ -91,15 +92,11 @@ func newPair(t testing.TB, suite Suite, limits EpochLimits) pair {
 // data as chunk index of a medium of size bytes.
 func (p pair) serveChunk(t testing.TB, req *Request, size uint64, data []byte) ([]byte, error) {
 	t.Helper()
-	a, err := p.server.OpenRequest(req.Envelope)
+	a, err := p.server.OpenRequest(req.Envelope())
 	if err != nil {
 		return nil, err
 	}
-	cr, err := ParseChunkRequest(a.Payload)
-	if err != nil {
-		return nil, err
-	}
-	return p.server.SealChunk(nil, a, cr.MediaID, cr.Index, size, data)
+	return p.server.SealChunk(nil, a, size, data)
 }
 
 func (p pair) rekey(t testing.TB) {
@@ -108,7 +105,7 @@ func (p pair) rekey(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := p.server.OpenRequest(rk.Request.Envelope)
+	a, err := p.server.OpenRequest(rk.Request().Envelope())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,33 +11,33 @@ import (
 // Group is a key-exchange group. The client makes a key share; the server
 // answers with its own share and both sides derive the same secret.
 // Every group here is ephemeral: a new key for every handshake and rekey.
-type Group interface {
+type kexGroup interface {
 	Name() string
-	// GenerateKey makes the client's ephemeral key and its share.
-	GenerateKey(rand io.Reader) (ClientKey, error)
-	// Respond makes the server's ephemeral key for the client's share and
+	// generateKey makes the client's ephemeral key and its share.
+	generateKey(rand io.Reader) (clientKey, error)
+	// respond makes the server's ephemeral key for the client's share and
 	// returns the server's share and the shared secret.
-	Respond(rand io.Reader, clientShare []byte) (serverShare, secret []byte, err error)
+	respond(rand io.Reader, clientShare []byte) (serverShare, secret []byte, err error)
 }
 
 // ClientKey is the client's half of an exchange in progress.
-type ClientKey interface {
-	Share() []byte
-	// Finish derives the shared secret from the server's share.
-	Finish(serverShare []byte) ([]byte, error)
+type clientKey interface {
+	share() []byte
+	// finish derives the shared secret from the server's share.
+	finish(serverShare []byte) ([]byte, error)
 }
 
 var (
-	GroupX25519         Group = ecdhGroup{"X25519", ecdh.X25519()}
-	GroupP256           Group = ecdhGroup{"P256", ecdh.P256()}
-	GroupFFDHE2048      Group = ffdheGroup{}
-	GroupX25519MLKEM768 Group = hybridGroup{}
+	groupX25519         kexGroup = ecdhGroup{"X25519", ecdh.X25519()}
+	groupP256           kexGroup = ecdhGroup{"P256", ecdh.P256()}
+	groupFFDHE2048      kexGroup = ffdheGroup{}
+	groupX25519MLKEM768 kexGroup = hybridGroup{}
 )
 
-var groups = []Group{GroupX25519MLKEM768, GroupX25519, GroupP256, GroupFFDHE2048}
+var groups = []kexGroup{groupX25519MLKEM768, groupX25519, groupP256, groupFFDHE2048}
 
-// GroupByName finds a group by its wire name.
-func GroupByName(name string) (Group, bool) {
+// groupByName finds a group by its wire name.
+func groupByName(name string) (kexGroup, bool) {
 	for _, g := range groups {
 		if g.Name() == name {
 			return g, true
@@ -55,7 +55,7 @@ func (g ecdhGroup) Name() string { return g.name }
 
 type ecdhClientKey struct{ priv *ecdh.PrivateKey }
 
-func (g ecdhGroup) GenerateKey(rand io.Reader) (ClientKey, error) {
+func (g ecdhGroup) generateKey(rand io.Reader) (clientKey, error) {
 	priv, err := g.curve.GenerateKey(rand)
 	if err != nil {
 		return nil, err
@@ -63,13 +63,13 @@ func (g ecdhGroup) GenerateKey(rand io.Reader) (ClientKey, error) {
 	return ecdhClientKey{priv}, nil
 }
 
-func (k ecdhClientKey) Share() []byte { return k.priv.PublicKey().Bytes() }
+func (k ecdhClientKey) share() []byte { return k.priv.PublicKey().Bytes() }
 
-func (k ecdhClientKey) Finish(serverShare []byte) ([]byte, error) {
+func (k ecdhClientKey) finish(serverShare []byte) ([]byte, error) {
 	return ecdhShared(k.priv, serverShare)
 }
 
-func (g ecdhGroup) Respond(rand io.Reader, clientShare []byte) ([]byte, []byte, error) {
+func (g ecdhGroup) respond(rand io.Reader, clientShare []byte) ([]byte, []byte, error) {
 	priv, err := g.curve.GenerateKey(rand)
 	if err != nil {
 		return nil, nil, err
@@ -86,11 +86,11 @@ func (g ecdhGroup) Respond(rand io.Reader, clientShare []byte) ([]byte, []byte, 
 func ecdhShared(priv *ecdh.PrivateKey, peer []byte) ([]byte, error) {
 	pub, err := priv.Curve().NewPublicKey(peer)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyShare, err)
+		return nil, fmt.Errorf("%w: %v", errKeyShare, err)
 	}
 	secret, err := priv.ECDH(pub)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyShare, err)
+		return nil, fmt.Errorf("%w: %v", errKeyShare, err)
 	}
 	return secret, nil
 }
@@ -108,7 +108,7 @@ type hybridClientKey struct {
 	x  *ecdh.PrivateKey
 }
 
-func (hybridGroup) GenerateKey(rand io.Reader) (ClientKey, error) {
+func (hybridGroup) generateKey(rand io.Reader) (clientKey, error) {
 	var seed [mlkem.SeedSize]byte
 	if _, err := io.ReadFull(rand, seed[:]); err != nil {
 		return nil, err
@@ -124,17 +124,17 @@ func (hybridGroup) GenerateKey(rand io.Reader) (ClientKey, error) {
 	return hybridClientKey{dk, x}, nil
 }
 
-func (k hybridClientKey) Share() []byte {
+func (k hybridClientKey) share() []byte {
 	return append(k.dk.EncapsulationKey().Bytes(), k.x.PublicKey().Bytes()...)
 }
 
-func (k hybridClientKey) Finish(serverShare []byte) ([]byte, error) {
+func (k hybridClientKey) finish(serverShare []byte) ([]byte, error) {
 	if len(serverShare) != mlkem.CiphertextSize768+32 {
-		return nil, fmt.Errorf("%w: hybrid server share is %d bytes", ErrKeyShare, len(serverShare))
+		return nil, fmt.Errorf("%w: hybrid server share is %d bytes", errKeyShare, len(serverShare))
 	}
 	mk, err := k.dk.Decapsulate(serverShare[:mlkem.CiphertextSize768])
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyShare, err)
+		return nil, fmt.Errorf("%w: %v", errKeyShare, err)
 	}
 	xs, err := ecdhShared(k.x, serverShare[mlkem.CiphertextSize768:])
 	if err != nil {
@@ -143,13 +143,13 @@ func (k hybridClientKey) Finish(serverShare []byte) ([]byte, error) {
 	return append(mk, xs...), nil
 }
 
-func (hybridGroup) Respond(rand io.Reader, clientShare []byte) ([]byte, []byte, error) {
+func (hybridGroup) respond(rand io.Reader, clientShare []byte) ([]byte, []byte, error) {
 	if len(clientShare) != mlkem.EncapsulationKeySize768+32 {
-		return nil, nil, fmt.Errorf("%w: hybrid client share is %d bytes", ErrKeyShare, len(clientShare))
+		return nil, nil, fmt.Errorf("%w: hybrid client share is %d bytes", errKeyShare, len(clientShare))
 	}
 	ek, err := mlkem.NewEncapsulationKey768(clientShare[:mlkem.EncapsulationKeySize768])
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrKeyShare, err)
+		return nil, nil, fmt.Errorf("%w: %v", errKeyShare, err)
 	}
 	// crypto/mlkem and crypto/ecdh (since Go 1.26) draw their own
 	// randomness; rand feeds only the ffdhe2048 exponents.
@@ -211,16 +211,16 @@ func ffdheKey(rand io.Reader) (x, pub *big.Int, err error) {
 // small subgroups {1} and {1, p-1}.
 func ffdhePeer(share []byte) (*big.Int, error) {
 	if len(share) != ffdhe2048Size {
-		return nil, fmt.Errorf("%w: ffdhe2048 share is %d bytes, want %d", ErrKeyShare, len(share), ffdhe2048Size)
+		return nil, fmt.Errorf("%w: ffdhe2048 share is %d bytes, want %d", errKeyShare, len(share), ffdhe2048Size)
 	}
 	y := new(big.Int).SetBytes(share)
 	if y.Cmp(big.NewInt(1)) <= 0 || y.Cmp(ffdheMaxPub) >= 0 {
-		return nil, fmt.Errorf("%w: ffdhe2048 share out of range", ErrKeyShare)
+		return nil, fmt.Errorf("%w: ffdhe2048 share out of range", errKeyShare)
 	}
 	return y, nil
 }
 
-func (ffdheGroup) GenerateKey(rand io.Reader) (ClientKey, error) {
+func (ffdheGroup) generateKey(rand io.Reader) (clientKey, error) {
 	x, pub, err := ffdheKey(rand)
 	if err != nil {
 		return nil, err
@@ -228,9 +228,9 @@ func (ffdheGroup) GenerateKey(rand io.Reader) (ClientKey, error) {
 	return ffdheClientKey{x, pub}, nil
 }
 
-func (k ffdheClientKey) Share() []byte { return k.pub.FillBytes(make([]byte, ffdhe2048Size)) }
+func (k ffdheClientKey) share() []byte { return k.pub.FillBytes(make([]byte, ffdhe2048Size)) }
 
-func (k ffdheClientKey) Finish(serverShare []byte) ([]byte, error) {
+func (k ffdheClientKey) finish(serverShare []byte) ([]byte, error) {
 	y, err := ffdhePeer(serverShare)
 	if err != nil {
 		return nil, err
@@ -238,7 +238,7 @@ func (k ffdheClientKey) Finish(serverShare []byte) ([]byte, error) {
 	return new(big.Int).Exp(y, k.x, ffdhe2048P).FillBytes(make([]byte, ffdhe2048Size)), nil
 }
 
-func (ffdheGroup) Respond(rand io.Reader, clientShare []byte) ([]byte, []byte, error) {
+func (ffdheGroup) respond(rand io.Reader, clientShare []byte) ([]byte, []byte, error) {
 	y, err := ffdhePeer(clientShare)
 	if err != nil {
 		return nil, nil, err

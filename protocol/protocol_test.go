@@ -10,61 +10,53 @@ import (
 
 func TestEverySuiteRoundTrips(t *testing.T) {
 	const cs = MinChunkSize
-	for _, suite := range AllSuites() {
+	for _, suite := range allSuites() {
 		t.Run(suite.Name(), func(t *testing.T) {
 			p := newPair(t, suite, DefaultLimits())
-			if p.client.Suite.Name() != suite.Name() || p.client.ID != p.server.ID {
+			if p.client.Suite().Name() != suite.Name() || p.client.ID() != p.server.ID() {
 				t.Fatalf("client and server disagree on the session")
 			}
 			for _, size := range []int{0, 1, cs - 1, cs, cs + 1, 3*cs + 7} {
 				data := bytes.Repeat([]byte{byte(size)}, size)
 				for index := 0; index*cs < size || index == 0; index++ {
 					chunk := data[index*cs : min((index+1)*cs, size)]
-					req, err := p.client.NewChunkRequest("dir/song.flac", uint64(index))
-					if err != nil {
-						t.Fatal(err)
-					}
+					req := p.client.NewChunkRequest("dir/song.flac", uint64(index))
 					reply, err := p.serveChunk(t, req, uint64(size), chunk)
 					if err != nil {
 						t.Fatalf("size %d chunk %d: %v", size, index, err)
 					}
-					h, got, err := req.OpenChunk(nil, reply)
+					c, err := req.OpenChunk(bytes.Clone(reply))
 					if err != nil {
 						t.Fatalf("size %d chunk %d: %v", size, index, err)
 					}
 					// Sealed in place, as the Caddy module seals chunks.
-					req2, _ := p.client.NewChunkRequest("dir/song.flac", uint64(index))
-					a2, err := p.server.OpenRequest(req2.Envelope)
+					req2 := p.client.NewChunkRequest("dir/song.flac", uint64(index))
+					a2, err := p.server.OpenRequest(req2.Envelope())
 					if err != nil {
 						t.Fatal(err)
 					}
-					buf := make([]byte, ResponseHeaderSize+len(chunk), ResponseHeaderSize+len(chunk)+100)
-					copy(buf[ResponseHeaderSize:], chunk)
-					sealed2, err := p.server.SealChunk(buf[:0], a2, "dir/song.flac", uint64(index), uint64(size), buf[ResponseHeaderSize:])
+					buf := make([]byte, ReplyHeaderSize+len(chunk), ReplyHeaderSize+len(chunk)+100)
+					copy(buf[ReplyHeaderSize:], chunk)
+					sealed2, err := p.server.SealChunk(buf[:0], a2, uint64(size), buf[ReplyHeaderSize:])
 					if err != nil {
 						t.Fatal(err)
 					}
-					if _, got2, err := req2.OpenChunk(nil, sealed2); err != nil || !bytes.Equal(got2, chunk) {
+					if c2, err := req2.OpenChunk(sealed2); err != nil || !bytes.Equal(c2.Data, chunk) {
 						t.Fatalf("size %d chunk %d sealed in place: %v", size, index, err)
 					}
-					// Opened in place, as clientproxy opens chunks.
-					inPlace := bytes.Clone(reply)
-					if _, got2, err := req.OpenChunk(inPlace[ResponseHeaderSize:ResponseHeaderSize], inPlace); err != nil || !bytes.Equal(got2, chunk) {
-						t.Fatalf("size %d chunk %d in place: %v", size, index, err)
-					}
-					if !bytes.Equal(got, chunk) {
+					if !bytes.Equal(c.Data, chunk) || c.MediaSize != uint64(size) {
 						t.Fatalf("size %d chunk %d: plaintext differs", size, index)
 					}
 					final := (index+1)*cs >= size
-					if (h.Flags&FlagFinal != 0) != final {
+					if reply[2]&flagFinal != 0 != final {
 						t.Fatalf("size %d chunk %d: final flag %v", size, index, !final)
 					}
 				}
 			}
 			p.rekey(t)
-			req := p.client.NewRequest(MsgCatalog, []byte(`[]`))
-			a, err := p.server.OpenRequest(req.Envelope)
-			if err != nil || string(a.Payload) != `[]` {
+			req := p.client.newRequest(MsgCatalog, []byte(`[]`))
+			a, err := p.server.OpenRequest(req.Envelope())
+			if err != nil || string(a.payload) != `[]` {
 				t.Fatalf("after rekey: %v", err)
 			}
 			reply, err := p.server.SealReply(a, []byte("catalog"))
@@ -83,15 +75,15 @@ func TestSignatureKeyTypes(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			id := testIdentity(t, kind)
 			th := bytes.Repeat([]byte{7}, 32)
-			sig, err := SignTranscript(id.Signer, th)
+			sig, err := signTranscript(id.Signer, th)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := VerifyTranscript(id.Signer.Public(), th, sig); err != nil {
+			if err := verifyTranscript(id.Signer.Public(), th, sig); err != nil {
 				t.Fatal(err)
 			}
 			th[0] ^= 1
-			if err := VerifyTranscript(id.Signer.Public(), th, sig); !errors.Is(err, ErrBadSignature) {
+			if err := verifyTranscript(id.Signer.Public(), th, sig); !errors.Is(err, errBadSignature) {
 				t.Fatalf("changed transcript: %v", err)
 			}
 		})
@@ -110,11 +102,11 @@ func TestNegotiationFollowsServerPreference(t *testing.T) {
 		{[]string{"X25519_AES256_GCM_SHA384"}, ""},
 	}
 	for _, tt := range tests {
-		got, err := Negotiate(server, tt.offer)
+		got, err := negotiate(server, tt.offer)
 		if tt.want == "" {
-			var nc *NoCommonSuiteError
-			if !errors.As(err, &nc) || !errors.Is(err, ErrNoCommonSuite) {
-				t.Fatalf("offer %v: %v, want NoCommonSuiteError", tt.offer, err)
+			var nc *noCommonSuiteError
+			if !errors.As(err, &nc) || !errors.Is(err, errNoCommonSuite) {
+				t.Fatalf("offer %v: %v, want noCommonSuiteError", tt.offer, err)
 			}
 			for _, name := range append(tt.offer, SuiteNames(server)...) {
 				if !bytes.Contains([]byte(err.Error()), []byte(name)) {
@@ -130,14 +122,14 @@ func TestNegotiationFollowsServerPreference(t *testing.T) {
 }
 
 func TestParseSuiteNames(t *testing.T) {
-	for _, s := range AllSuites() {
-		got, err := ParseSuite(s.Name())
+	for _, s := range allSuites() {
+		got, err := parseSuite(s.Name())
 		if err != nil || got != s {
 			t.Fatalf("%s: %v %v", s.Name(), got, err)
 		}
 	}
 	for _, bad := range []string{"", "X25519", "X25519_AES128_GCM", "X25519_AES128_GCM_SHA1", "X25519_DES_CBC_SHA256", "x25519_aes128_gcm_sha256"} {
-		if _, err := ParseSuite(bad); !errors.Is(err, ErrUnknownSuite) {
+		if _, err := parseSuite(bad); !errors.Is(err, errUnknownSuite) {
 			t.Fatalf("%q: %v", bad, err)
 		}
 	}
@@ -155,7 +147,7 @@ func TestStrippedOfferDetected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ch ClientHello
+	var ch clientHelloMsg
 	json.Unmarshal(hello, &ch)
 	ch.Suites = []string{"X25519_AES128_CBC_SHA256"}
 	stripped, _ := json.Marshal(ch)
@@ -163,7 +155,7 @@ func TestStrippedOfferDetected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hs.Finish(reply); !errors.Is(err, ErrBadSignature) {
+	if _, err := hs.Finish(reply); !errors.Is(err, errBadSignature) {
 		t.Fatalf("stripped offer: %v, want ErrBadSignature", err)
 	}
 	// The untouched exchange passes.
@@ -183,7 +175,7 @@ func TestHandshakeRejectsOtherServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hs.Finish(reply); !errors.Is(err, ErrCertificate) {
+	if _, err := hs.Finish(reply); !errors.Is(err, errCertificate) {
 		t.Fatalf("unpinned server: %v", err)
 	}
 	// A pinned certificate with a key the signer does not hold.
@@ -197,12 +189,12 @@ func TestHandshakeRejectsOtherServer(t *testing.T) {
 
 func TestFlippedBitsRejected(t *testing.T) {
 	for _, name := range []string{"X25519_AES128_GCM_SHA256", "X25519_CHACHA20_POLY1305_SHA256", "X25519_AES256_CBC_SHA384", "X25519_AES128_CTR_SHA256"} {
-		suite, _ := ParseSuite(name)
+		suite, _ := parseSuite(name)
 		t.Run(name, func(t *testing.T) {
 			p := newPair(t, suite, EpochLimits{})
 			data := bytes.Repeat([]byte("chunk"), 40)
-			req, _ := p.client.NewChunkRequest("a.flac", 0)
-			env := req.Envelope
+			req := p.client.NewChunkRequest("a.flac", 0)
+			env := req.Envelope()
 			// Every bit of the request envelope.
 			for bit := 0; bit < len(env)*8; bit++ {
 				bad := bytes.Clone(env)
@@ -218,16 +210,16 @@ func TestFlippedBitsRejected(t *testing.T) {
 			for bit := 0; bit < len(reply)*8; bit++ {
 				bad := bytes.Clone(reply)
 				bad[bit/8] ^= 1 << (bit % 8)
-				if _, _, err := req.OpenChunk(nil, bad); err == nil {
+				if _, err := req.OpenChunk(bytes.Clone(bad)); err == nil {
 					t.Fatalf("chunk with bit %d flipped accepted", bit)
 				}
 			}
-			if _, got, err := req.OpenChunk(nil, reply); err != nil || !bytes.Equal(got, data) {
+			if c, err := req.OpenChunk(bytes.Clone(reply)); err != nil || !bytes.Equal(c.Data, data) {
 				t.Fatalf("untouched chunk: %v", err)
 			}
 			// Truncated and extended replies.
-			for _, bad := range [][]byte{reply[:len(reply)-1], append(bytes.Clone(reply), 0), reply[:ResponseHeaderSize]} {
-				if _, _, err := req.OpenChunk(nil, bad); err == nil {
+			for _, bad := range [][]byte{reply[:len(reply)-1], append(bytes.Clone(reply), 0), reply[:ReplyHeaderSize]} {
+				if _, err := req.OpenChunk(bytes.Clone(bad)); err == nil {
 					t.Fatal("resized chunk accepted")
 				}
 			}
@@ -238,9 +230,9 @@ func TestFlippedBitsRejected(t *testing.T) {
 func TestReplayReorderAndSplice(t *testing.T) {
 	p := newPair(t, DefaultSuites()[0], EpochLimits{})
 	data := []byte("the chunk")
-	req0, _ := p.client.NewChunkRequest("a.flac", 0)
-	req1, _ := p.client.NewChunkRequest("a.flac", 1)
-	other, _ := p.client.NewChunkRequest("b.flac", 0)
+	req0 := p.client.NewChunkRequest("a.flac", 0)
+	req1 := p.client.NewChunkRequest("a.flac", 1)
+	other := p.client.NewChunkRequest("b.flac", 0)
 	size := uint64(2 * MinChunkSize)
 	reply0, err := p.serveChunk(t, req0, size, bytes.Repeat(data, 200)[:MinChunkSize])
 	if err != nil {
@@ -250,29 +242,29 @@ func TestReplayReorderAndSplice(t *testing.T) {
 		t.Fatalf("replayed request: %v", err)
 	}
 	// A chunk given in answer to another position or another medium.
-	if _, _, err := req1.OpenChunk(nil, reply0); err == nil {
+	if _, err := req1.OpenChunk(bytes.Clone(reply0)); err == nil {
 		t.Fatal("chunk 0 accepted as chunk 1")
 	}
-	if _, _, err := other.OpenChunk(nil, reply0); err == nil {
+	if _, err := other.OpenChunk(bytes.Clone(reply0)); err == nil {
 		t.Fatal("chunk of a.flac accepted for b.flac")
 	}
 	// The same chunk from another session.
 	q := newPair(t, DefaultSuites()[0], EpochLimits{})
-	qreq, _ := q.client.NewChunkRequest("a.flac", 0)
-	if _, _, err := qreq.OpenChunk(nil, reply0); err == nil {
+	qreq := q.client.NewChunkRequest("a.flac", 0)
+	if _, err := qreq.OpenChunk(bytes.Clone(reply0)); err == nil {
 		t.Fatal("chunk of another session accepted")
 	}
 	// A request replayed into another session.
-	if _, err := q.server.OpenRequest(req1.Envelope); !errors.Is(err, ErrUnknownSession) {
+	if _, err := q.server.OpenRequest(req1.Envelope()); !errors.Is(err, ErrUnknownSession) {
 		t.Fatalf("request of another session: %v", err)
 	}
 }
 
 func TestReplayWindow(t *testing.T) {
-	var w ReplayWindow
+	var w replayWindow
 	accept := func(seq uint64, want bool) {
 		t.Helper()
-		if got := w.Accept(seq); got != want {
+		if got := w.accept(seq); got != want {
 			t.Fatalf("Accept(%d) = %v, want %v", seq, got, want)
 		}
 	}
@@ -282,13 +274,13 @@ func TestReplayWindow(t *testing.T) {
 		accept(s, true)
 	}
 	accept(3, false)
-	accept(ReplayWindowSize+6, true)
+	accept(replayWindowSize+6, true)
 	accept(6, true) // exactly at the window's edge, never seen
 	accept(6, false)
 	accept(5, false)    // behind the window
 	accept(1<<40, true) // a jump clears the ring
-	accept(1<<40-ReplayWindowSize, true)
-	accept(1<<40-ReplayWindowSize-1, false)
+	accept(1<<40-replayWindowSize, true)
+	accept(1<<40-replayWindowSize-1, false)
 	accept(1<<40, false)
 }
 
@@ -300,21 +292,25 @@ func TestRotationExactlyAtLimit(t *testing.T) {
 			for epoch := uint32(0); epoch < 3; epoch++ {
 				var last *Request
 				for i := uint32(0); i < limit; i++ {
-					req, _ := p.client.NewChunkRequest("a", 0)
+					req := p.client.NewChunkRequest("a", 0)
 					reply, err := p.serveChunk(t, req, 1, data)
 					if err != nil {
 						t.Fatalf("epoch %d chunk %d of %d: %v", epoch, i+1, limit, err)
 					}
-					h, _, err := req.OpenChunk(nil, reply)
+					h, _ := parseReplyHeader(reply)
+					c, err := req.OpenChunk(reply)
 					if err != nil {
 						t.Fatal(err)
 					}
-					if h.Remaining != limit-i-1 || h.Flags&FlagRekeySoon == 0 && h.Remaining <= RekeySoonChunks {
+					if c.RekeySoon != (h.Flags&flagRekeySoon != 0) {
+						t.Fatalf("RekeySoon %v, flags %b", c.RekeySoon, h.Flags)
+					}
+					if h.Remaining != limit-i-1 || h.Flags&flagRekeySoon == 0 && h.Remaining <= rekeySoonChunks {
 						t.Fatalf("remaining %d flags %b after %d of %d", h.Remaining, h.Flags, i+1, limit)
 					}
 					last = req
 				}
-				req, _ := p.client.NewChunkRequest("a", 0)
+				req := p.client.NewChunkRequest("a", 0)
 				if _, err := p.serveChunk(t, req, 1, data); !errors.Is(err, ErrRekeyRequired) {
 					t.Fatalf("chunk %d of %d: %v, want ErrRekeyRequired", limit+1, limit, err)
 				}
@@ -323,7 +319,7 @@ func TestRotationExactlyAtLimit(t *testing.T) {
 					t.Fatalf("epochs %d/%d after rekey %d", got, p.client.Epoch(), epoch+1)
 				}
 				// A request sealed under the retired epoch is refused.
-				if _, err := p.server.OpenRequest(last.Envelope); !errors.Is(err, ErrEpochRetired) {
+				if _, err := p.server.OpenRequest(last.Envelope()); !errors.Is(err, ErrEpochRetired) {
 					t.Fatalf("retired epoch: %v", err)
 				}
 			}
@@ -334,12 +330,12 @@ func TestRotationExactlyAtLimit(t *testing.T) {
 func TestByteLimit(t *testing.T) {
 	p := newPair(t, DefaultSuites()[0], EpochLimits{Bytes: 3 * MinChunkSize})
 	for i := 0; i < 3; i++ {
-		req, _ := p.client.NewChunkRequest("a", 0)
+		req := p.client.NewChunkRequest("a", 0)
 		if _, err := p.serveChunk(t, req, MinChunkSize, make([]byte, MinChunkSize)); err != nil {
 			t.Fatalf("chunk %d: %v", i, err)
 		}
 	}
-	req, _ := p.client.NewChunkRequest("a", 0)
+	req := p.client.NewChunkRequest("a", 0)
 	if _, err := p.serveChunk(t, req, MinChunkSize, make([]byte, MinChunkSize)); !errors.Is(err, ErrRekeyRequired) {
 		t.Fatalf("past the byte limit: %v", err)
 	}
@@ -350,9 +346,9 @@ func TestEpochsAreChained(t *testing.T) {
 	suite := DefaultSuites()[0]
 	shared := []byte("shared secret")
 	th := []byte("transcript")
-	a := DeriveEpoch(suite.Hash, shared, nil, th)
-	b := DeriveEpoch(suite.Hash, shared, a.Chain, th)
-	c := DeriveEpoch(suite.Hash, shared, []byte("another chain value of 32 bytes!"), th)
+	a := deriveEpoch(suite.hash, shared, nil, th)
+	b := deriveEpoch(suite.hash, shared, a.Chain, th)
+	c := deriveEpoch(suite.hash, shared, []byte("another chain value of 32 bytes!"), th)
 	if bytes.Equal(a.Secret, b.Secret) || bytes.Equal(b.Secret, c.Secret) {
 		t.Fatal("epoch secret does not depend on the previous chain value")
 	}
@@ -360,7 +356,7 @@ func TestEpochsAreChained(t *testing.T) {
 
 func TestValidMediaID(t *testing.T) {
 	good := []string{"a", "a.flac", "dir/b c.mp3", "ünï/код.opus"}
-	bad := []string{"", "/a", "a/", "a//b", "../a", "a/../b", ".", "a\\b", "a\x00b", "a\nb", "\xff", string(make([]byte, MaxMediaIDLength+1)),
+	bad := []string{"", "/a", "a/", "a//b", "../a", "a/../b", ".", "a\\b", "a\x00b", "a\nb", "\xff", string(make([]byte, maxMediaIDLength+1)),
 		"a\u0085b", "evil\u202egalf.mp3", "zero\u200bwidth"}
 	for _, id := range good {
 		if err := ValidMediaID(id); err != nil {
@@ -368,7 +364,7 @@ func TestValidMediaID(t *testing.T) {
 		}
 	}
 	for _, id := range bad {
-		if err := ValidMediaID(id); !errors.Is(err, ErrMediaID) {
+		if err := ValidMediaID(id); !errors.Is(err, errMediaID) {
 			t.Errorf("%q accepted", id)
 		}
 	}
@@ -386,7 +382,7 @@ func TestErrorCodesRoundTrip(t *testing.T) {
 // A request is answered once: a second seal would reuse its nonce.
 func TestRepliesAreSingleUse(t *testing.T) {
 	p := newPair(t, DefaultSuites()[0], EpochLimits{})
-	a, err := p.server.OpenRequest(p.client.NewRequest(MsgCatalog, nil).Envelope)
+	a, err := p.server.OpenRequest(p.client.newRequest(MsgCatalog, nil).Envelope())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,25 +392,25 @@ func TestRepliesAreSingleUse(t *testing.T) {
 	if _, err := p.server.SealReply(a, []byte("two")); err == nil {
 		t.Fatal("second reply to one request sealed")
 	}
-	req, _ := p.client.NewChunkRequest("a", 0)
-	c, err := p.server.OpenRequest(req.Envelope)
+	req := p.client.NewChunkRequest("a", 0)
+	c, err := p.server.OpenRequest(req.Envelope())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.server.SealReply(c, nil); !errors.Is(err, ErrWrongMessage) {
 		t.Fatalf("chunk request answered as a catalog: %v", err)
 	}
-	if _, err := p.server.SealChunk(nil, c, "a", 0, 10, []byte("short")); err == nil {
+	if _, err := p.server.SealChunk(nil, c, 10, []byte("short")); err == nil {
 		t.Fatal("5 bytes sealed as the whole of a 10-byte medium")
 	}
-	if _, err := p.server.SealChunk(nil, c, "a", 0, 5, []byte("right")); err != nil {
+	if _, err := p.server.SealChunk(nil, c, 5, []byte("right")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.server.SealChunk(nil, c, "a", 0, 5, []byte("right")); err == nil {
+	if _, err := p.server.SealChunk(nil, c, 5, []byte("right")); err == nil {
 		t.Fatal("second chunk reply to one request sealed")
 	}
 	// A reserved message type is refused before anything else.
-	if _, err := p.server.OpenRequest(p.client.NewRequest(MsgClientAuth, nil).Envelope); !errors.Is(err, ErrWrongMessage) {
+	if _, err := p.server.OpenRequest(p.client.newRequest(msgClientAuth, nil).Envelope()); !errors.Is(err, ErrWrongMessage) {
 		t.Fatalf("client-auth request: %v", err)
 	}
 }
@@ -422,18 +418,19 @@ func TestRepliesAreSingleUse(t *testing.T) {
 // A chunk answered after a rekey goes under the epoch that accepted it.
 func TestReplyAfterRekeyUsesRequestEpoch(t *testing.T) {
 	p := newPair(t, DefaultSuites()[0], EpochLimits{})
-	req, _ := p.client.NewChunkRequest("a", 0)
-	a, err := p.server.OpenRequest(req.Envelope)
+	req := p.client.NewChunkRequest("a", 0)
+	a, err := p.server.OpenRequest(req.Envelope())
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.rekey(t)
-	reply, err := p.server.SealChunk(nil, a, "a", 0, 3, []byte("abc"))
+	reply, err := p.server.SealChunk(nil, a, 3, []byte("abc"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, got, err := req.OpenChunk(nil, reply)
-	if err != nil || string(got) != "abc" || h.Epoch != 0 || h.Flags&FlagRekeySoon == 0 {
-		t.Fatalf("%+v %q %v", h, got, err)
+	h, _ := parseReplyHeader(reply)
+	c, err := req.OpenChunk(reply)
+	if err != nil || string(c.Data) != "abc" || h.Epoch != 0 || !c.RekeySoon {
+		t.Fatalf("%+v %q %v", h, c.Data, err)
 	}
 }

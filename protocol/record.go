@@ -2,42 +2,46 @@ package protocol
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 )
 
-// RequestHeader is the clear, authenticated start of every request after
-// the handshake: version(1) type(1) session_id(16) epoch(4) seq(8). The
-// rest of the envelope is the payload sealed under the epoch's
-// client-to-server keys with this header as associated data.
-type RequestHeader struct {
+// SessionID names a session in every request envelope. It is chosen by the
+// server at random and travels in the clear: knowing it grants nothing.
+type SessionID [sessionIDSize]byte
+
+// String is a short, loggable form: the first 8 bytes in hex.
+func (id SessionID) String() string { return hex.EncodeToString(id[:8]) }
+
+// requestHeader is the clear, authenticated start of every request after
+// the handshake (§12). The rest of the envelope is the payload sealed under
+// the epoch's client-to-server keys with this header as associated data.
+type requestHeader struct {
 	Type      MessageType
-	SessionID [SessionIDSize]byte
+	SessionID SessionID
 	Epoch     uint32
 	Seq       uint64
 }
 
-func (h *RequestHeader) appendTo(b []byte) []byte {
-	b = append(b, Version, byte(h.Type))
+func (h *requestHeader) appendTo(b []byte) []byte {
+	b = append(b, version, byte(h.Type))
 	b = append(b, h.SessionID[:]...)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
 	return binary.BigEndian.AppendUint64(b, h.Seq)
 }
 
-// ParseRequestHeader reads the clear header of a request envelope. The
+// parseRequestHeader reads the clear header of a request envelope. The
 // header is trusted only after the server session has opened the payload.
-func ParseRequestHeader(envelope []byte) (RequestHeader, error) {
-	var h RequestHeader
-	if len(envelope) < EnvelopeHeaderSize {
+func parseRequestHeader(envelope []byte) (requestHeader, error) {
+	var h requestHeader
+	if len(envelope) < requestHeaderSize {
 		return h, fmt.Errorf("%w: request of %d bytes is shorter than its header", ErrMalformed, len(envelope))
 	}
 	if len(envelope) > MaxRequestSize {
 		return h, fmt.Errorf("%w: request larger than %d bytes", ErrMalformed, MaxRequestSize)
 	}
-	if envelope[0] != Version {
-		return h, fmt.Errorf("%w: request version %d", ErrVersion, envelope[0])
+	if envelope[0] != version {
+		return h, fmt.Errorf("%w: request version %d", errVersion, envelope[0])
 	}
 	h.Type = MessageType(envelope[1])
 	copy(h.SessionID[:], envelope[2:18])
@@ -46,13 +50,20 @@ func ParseRequestHeader(envelope []byte) (RequestHeader, error) {
 	return h, nil
 }
 
-// ResponseHeader is the clear, authenticated start of every sealed reply:
-// version(1) type(1) flags(1) epoch(4) seq(8) index(8) media_size(8)
-// remaining(4). A reply echoes the type, epoch and sequence number of its
-// request, and its payload is sealed under the epoch's server-to-client
-// keys with the request's sequence number as nonce counter (unique because
-// the server accepts each sequence number once).
-type ResponseHeader struct {
+// PeekRequest reads which session a request envelope names and what type
+// it claims to be, so the server can find the session that opens it.
+// Nothing of it is authenticated until ServerSession.OpenRequest.
+func PeekRequest(envelope []byte) (SessionID, MessageType, error) {
+	h, err := parseRequestHeader(envelope)
+	return h.SessionID, h.Type, err
+}
+
+// replyHeader is the clear, authenticated start of every sealed reply
+// (§13). A reply echoes the type, epoch and sequence number of its request,
+// and its payload is sealed under the epoch's server-to-client keys with
+// the request's sequence number as nonce counter (unique because the server
+// accepts each sequence number once).
+type replyHeader struct {
 	Type  MessageType
 	Flags uint8
 	Epoch uint32
@@ -64,8 +75,8 @@ type ResponseHeader struct {
 	Remaining uint32
 }
 
-func (h *ResponseHeader) appendTo(b []byte) []byte {
-	b = append(b, Version, byte(h.Type), h.Flags)
+func (h *replyHeader) appendTo(b []byte) []byte {
+	b = append(b, version, byte(h.Type), h.Flags)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	b = binary.BigEndian.AppendUint64(b, h.Index)
@@ -73,14 +84,14 @@ func (h *ResponseHeader) appendTo(b []byte) []byte {
 	return binary.BigEndian.AppendUint32(b, h.Remaining)
 }
 
-// ParseResponseHeader reads the clear header of a sealed reply.
-func ParseResponseHeader(b []byte) (ResponseHeader, error) {
-	var h ResponseHeader
-	if len(b) < ResponseHeaderSize {
+// parseReplyHeader reads the clear header of a sealed reply.
+func parseReplyHeader(b []byte) (replyHeader, error) {
+	var h replyHeader
+	if len(b) < ReplyHeaderSize {
 		return h, fmt.Errorf("%w: reply of %d bytes is shorter than its header", ErrMalformed, len(b))
 	}
-	if b[0] != Version {
-		return h, fmt.Errorf("%w: reply version %d", ErrVersion, b[0])
+	if b[0] != version {
+		return h, fmt.Errorf("%w: reply version %d", errVersion, b[0])
 	}
 	h.Type = MessageType(b[1])
 	h.Flags = b[2]
@@ -95,27 +106,27 @@ func ParseResponseHeader(b []byte) (ResponseHeader, error) {
 // replyAD is the associated data of a reply: its header, the session id
 // and the media id (empty except for chunks), so a chunk cannot be moved to
 // another session, medium, position or epoch.
-func replyAD(dst []byte, h *ResponseHeader, sessionID []byte, mediaID string) []byte {
+func replyAD(dst []byte, h *replyHeader, id SessionID, mediaID string) []byte {
 	dst = h.appendTo(dst)
-	dst = append(dst, sessionID...)
+	dst = append(dst, id[:]...)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(mediaID)))
 	return append(dst, mediaID...)
 }
 
-// ChunkRequest is the payload of a MsgChunk request: index(8) ‖ media id.
+// ChunkRequest is what a chunk request asks for: chunk Index of MediaID.
 type ChunkRequest struct {
 	MediaID string
 	Index   uint64
 }
 
-// Marshal encodes the request payload.
-func (r ChunkRequest) Marshal() []byte {
+// marshal encodes the MsgChunk payload: index(8) ‖ media id.
+func (r ChunkRequest) marshal() []byte {
 	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(r.MediaID)), r.Index)
 	return append(b, r.MediaID...)
 }
 
-// ParseChunkRequest decodes and checks a MsgChunk payload.
-func ParseChunkRequest(b []byte) (ChunkRequest, error) {
+// parseChunkRequest decodes and checks a MsgChunk payload.
+func parseChunkRequest(b []byte) (ChunkRequest, error) {
 	if len(b) < 8 {
 		return ChunkRequest{}, fmt.Errorf("%w: chunk request of %d bytes", ErrMalformed, len(b))
 	}
@@ -124,30 +135,4 @@ func ParseChunkRequest(b []byte) (ChunkRequest, error) {
 		return ChunkRequest{}, err
 	}
 	return r, nil
-}
-
-// ValidMediaID accepts clean relative slash-separated paths of valid UTF-8:
-// no empty, "." or ".." element, no backslash, no control or format
-// character (which includes bidirectional overrides and zero-width
-// characters that make two ids look alike), at most MaxMediaIDLength
-// bytes. The server maps ids to origin paths, so this is what keeps a
-// request inside the media tree.
-func ValidMediaID(id string) error {
-	if id == "" || len(id) > MaxMediaIDLength {
-		return fmt.Errorf("%w: length %d", ErrMediaID, len(id))
-	}
-	if !utf8.ValidString(id) {
-		return fmt.Errorf("%w: %q is not valid UTF-8", ErrMediaID, id)
-	}
-	for _, r := range id {
-		if r == '\\' || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
-			return fmt.Errorf("%w: %q contains a forbidden character", ErrMediaID, id)
-		}
-	}
-	for _, elem := range strings.Split(id, "/") {
-		if elem == "" || elem == "." || elem == ".." {
-			return fmt.Errorf("%w: %q is not a clean relative path", ErrMediaID, id)
-		}
-	}
-	return nil
 }

@@ -1,27 +1,19 @@
 package protocol
 
-// ReplayWindow accepts each sequence number at most once and refuses those
-// more than ReplayWindowSize behind the highest seen, as the sliding window
+// replayWindow accepts each sequence number at most once and refuses those
+// more than replayWindowSize behind the highest seen, as the sliding window
 // of RFC 6479 (and wireguard-go's replay filter): parallel prefetch
 // requests may arrive out of order and still be accepted. Its zero value
 // is ready to use; it is not safe for concurrent use.
-type ReplayWindow struct {
+type replayWindow struct {
 	last uint64
 	ring [replayRingBlocks]uint64
 }
 
-const (
-	replayBlockBits  = 64
-	replayRingBlocks = 16
-	// ReplayWindowSize is how far behind the highest sequence number a
-	// request may arrive and still be accepted once.
-	ReplayWindowSize = (replayRingBlocks - 1) * replayBlockBits
-)
-
 // Accept reports whether seq is new and inside the window, and records it.
 // Call it only after the request carrying seq has been authenticated, so a
 // forger cannot burn sequence numbers.
-func (w *ReplayWindow) Accept(seq uint64) bool {
+func (w *replayWindow) accept(seq uint64) bool {
 	block := seq / replayBlockBits
 	if seq > w.last {
 		current := w.last / replayBlockBits
@@ -33,7 +25,7 @@ func (w *ReplayWindow) Accept(seq uint64) bool {
 			w.ring[i%replayRingBlocks] = 0
 		}
 		w.last = seq
-	} else if w.last-seq > ReplayWindowSize {
+	} else if w.last-seq > replayWindowSize {
 		return false
 	}
 	i := block % replayRingBlocks

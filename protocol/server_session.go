@@ -15,28 +15,29 @@ import (
 // epoch, its usage against the limits, and the replay window. It is safe
 // for concurrent use.
 type ServerSession struct {
-	ID        [SessionIDSize]byte
-	Suite     Suite
-	ChunkSize int
-
-	limits EpochLimits
-	signer crypto.Signer
-	now    func() time.Time
+	id        SessionID
+	suite     Suite
+	chunkSize int
+	limits    EpochLimits
+	signer    crypto.Signer
+	now       func() time.Time
 
 	mu      sync.Mutex
 	current *epochKeys
 	started time.Time // when the current epoch began
 	chunks  uint32    // chunks authorized in the current epoch
 	bytes   uint64    // plaintext bytes reserved in the current epoch
-	window  ReplayWindow
+	window  replayWindow
 }
 
-func (s *ServerSession) install(k *epochKeys) {
-	s.current = k
-	s.started = s.now()
-	s.chunks, s.bytes = 0, 0
-	s.window = ReplayWindow{}
-}
+// ID is the session's id.
+func (s *ServerSession) ID() SessionID { return s.id }
+
+// Suite is the negotiated cipher suite.
+func (s *ServerSession) Suite() Suite { return s.suite }
+
+// ChunkSize is the plaintext size of every chunk but a medium's last.
+func (s *ServerSession) ChunkSize() int { return s.chunkSize }
 
 // Epoch returns the number of the current key epoch.
 func (s *ServerSession) Epoch() uint32 {
@@ -45,25 +46,43 @@ func (s *ServerSession) Epoch() uint32 {
 	return s.current.number
 }
 
-// Accepted is an authenticated request: its header and payload, and the
-// keys of the epoch that accepted it. It is answered exactly once
-// (SealChunk, SealReply or Rekey), with those keys and the request's
-// sequence number as nonce counter, so no key and nonce pair is ever used
-// twice, even if a rekey happens while the origin is read.
+func (s *ServerSession) install(k *epochKeys) {
+	s.current = k
+	s.started = s.now()
+	s.chunks, s.bytes = 0, 0
+	s.window = replayWindow{}
+}
+
+// Accepted is an authenticated request. It is answered exactly once
+// (SealChunk, SealReply or Rekey), with the keys of the epoch that accepted
+// it and the request's sequence number as nonce counter, so no key and
+// nonce pair is ever used twice, even if a rekey happens while the origin
+// is read.
 type Accepted struct {
-	Header   RequestHeader
-	Payload  []byte
+	header   requestHeader
+	payload  []byte
+	chunk    ChunkRequest    // MsgChunk
+	rekey    rekeyRequestMsg // MsgRekey
 	keys     *epochKeys
 	answered atomic.Bool
 }
+
+// Type is the request's message type.
+func (a *Accepted) Type() MessageType { return a.header.Type }
+
+// Epoch is the key epoch the request was sealed under.
+func (a *Accepted) Epoch() uint32 { return a.header.Epoch }
+
+// Chunk is what a MsgChunk request asks for (zero for other types).
+func (a *Accepted) Chunk() ChunkRequest { return a.chunk }
 
 // errAnswered is a server bug: a second reply to one request would reuse
 // a nonce.
 var errAnswered = errors.New("protocol: request already answered")
 
 func (a *Accepted) answer(t MessageType) error {
-	if a.Header.Type != t {
-		return fmt.Errorf("%w: a %s request answered as %s", ErrWrongMessage, a.Header.Type, t)
+	if a.header.Type != t {
+		return fmt.Errorf("%w: a %s request answered as %s", ErrWrongMessage, a.header.Type, t)
 	}
 	if !a.answered.CompareAndSwap(false, true) {
 		return errAnswered
@@ -73,16 +92,16 @@ func (a *Accepted) answer(t MessageType) error {
 
 // OpenRequest authenticates a request envelope and returns it accepted. It
 // refuses requests under any but the current epoch, replays, message types
-// this revision does not serve, and — for chunks — requests beyond the
-// epoch's limits (ErrRekeyRequired); an accepted chunk request counts
-// against the limits at once, so the limit holds exactly even with
-// requests in parallel.
+// this revision does not serve, malformed payloads and — for chunks —
+// requests beyond the epoch's limits (ErrRekeyRequired); an accepted chunk
+// request counts against the limits at once, so the limit holds exactly
+// even with requests in parallel.
 func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
-	h, err := ParseRequestHeader(envelope)
+	h, err := parseRequestHeader(envelope)
 	if err != nil {
 		return nil, err
 	}
-	if h.SessionID != s.ID {
+	if h.SessionID != s.id {
 		return nil, ErrUnknownSession
 	}
 	switch h.Type {
@@ -99,8 +118,12 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 	case h.Epoch > keys.number:
 		return nil, fmt.Errorf("%w: request under epoch %d, which has not begun", ErrAuthentication, h.Epoch)
 	}
-	payload, err := keys.c2s.open(nil, h.Seq, envelope[EnvelopeHeaderSize:], envelope[:EnvelopeHeaderSize])
+	payload, err := keys.c2s.open(nil, h.Seq, envelope[requestHeaderSize:], envelope[:requestHeaderSize])
 	if err != nil {
+		return nil, err
+	}
+	a := &Accepted{header: h, payload: payload, keys: keys}
+	if err := a.parsePayload(); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -113,14 +136,26 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 			return nil, err
 		}
 	}
-	if !s.window.Accept(h.Seq) {
+	if !s.window.accept(h.Seq) {
 		return nil, fmt.Errorf("%w: sequence number %d", ErrReplay, h.Seq)
 	}
 	if h.Type == MsgChunk {
 		s.chunks++
-		s.bytes += uint64(s.ChunkSize)
+		s.bytes += uint64(s.chunkSize)
 	}
-	return &Accepted{Header: h, Payload: payload, keys: keys}, nil
+	return a, nil
+}
+
+// parsePayload decodes the payloads that have a structure, before the
+// request counts against anything.
+func (a *Accepted) parsePayload() (err error) {
+	switch a.header.Type {
+	case MsgChunk:
+		a.chunk, err = parseChunkRequest(a.payload)
+	case MsgRekey:
+		a.rekey, err = parseRekeyRequest(a.payload)
+	}
+	return err
 }
 
 // exhausted reports whether the current epoch may serve no more chunks.
@@ -129,10 +164,10 @@ func (s *ServerSession) exhausted() error {
 	switch {
 	case l.Chunks > 0 && s.chunks >= l.Chunks:
 		return fmt.Errorf("%w: %d chunks served under epoch %d", ErrRekeyRequired, s.chunks, s.current.number)
-	case l.Bytes > 0 && s.bytes+uint64(s.ChunkSize) > l.Bytes:
+	case l.Bytes > 0 && s.bytes+uint64(s.chunkSize) > l.Bytes:
 		return fmt.Errorf("%w: %d bytes served under epoch %d", ErrRekeyRequired, s.bytes, s.current.number)
-	case l.AgeSeconds > 0 && s.now().Sub(s.started) >= l.Age():
-		return fmt.Errorf("%w: epoch %d is older than %v", ErrRekeyRequired, s.current.number, l.Age())
+	case l.AgeSeconds > 0 && s.now().Sub(s.started) >= l.age():
+		return fmt.Errorf("%w: epoch %d is older than %v", ErrRekeyRequired, s.current.number, l.age())
 	}
 	return nil
 }
@@ -146,82 +181,94 @@ func (s *ServerSession) remaining() (uint32, bool) {
 		left = l.Chunks - min(s.chunks, l.Chunks)
 	}
 	if l.Bytes > 0 {
-		byBytes := (l.Bytes - min(s.bytes, l.Bytes)) / uint64(s.ChunkSize)
+		byBytes := (l.Bytes - min(s.bytes, l.Bytes)) / uint64(s.chunkSize)
 		left = uint32(min(uint64(left), byBytes))
 	}
-	soon := left <= max(RekeySoonChunks, l.Chunks/16)
-	if l.AgeSeconds > 0 && s.now().Sub(s.started) >= l.Age()-l.Age()/16 {
+	soon := left <= max(rekeySoonChunks, l.Chunks/16)
+	if l.AgeSeconds > 0 && s.now().Sub(s.started) >= l.age()-l.age()/16 {
 		soon = true
 	}
 	return left, soon
 }
 
-// SealChunk answers an accepted chunk request with chunk index of a
-// medium of mediaSize bytes, appending to dst (which may be a pooled
-// buffer). The plaintext is the slice [index·ChunkSize, …) of the medium.
-func (s *ServerSession) SealChunk(dst []byte, a *Accepted, mediaID string, index, mediaSize uint64, plaintext []byte) ([]byte, error) {
-	cs := uint64(s.ChunkSize)
-	if index > mediaSize/cs || index*cs >= mediaSize && index != 0 || uint64(len(plaintext)) != min(cs, mediaSize-index*cs) {
-		return nil, fmt.Errorf("protocol: %d bytes are not chunk %d of a %d-byte medium", len(plaintext), index, mediaSize)
+// SealChunk answers an accepted chunk request with its chunk of a medium
+// of mediaSize bytes, appending the sealed reply to dst. plaintext must be
+// exactly that chunk's bytes (ChunkSpan). To seal in place without a copy,
+// read the chunk into buf[ReplyHeaderSize:] and pass buf[:0] as dst.
+func (s *ServerSession) SealChunk(dst []byte, a *Accepted, mediaSize uint64, plaintext []byte) ([]byte, error) {
+	start, end, ok := ChunkSpan(a.chunk.Index, mediaSize, s.chunkSize)
+	if !ok || uint64(len(plaintext)) != end-start {
+		return nil, fmt.Errorf("protocol: %d bytes are not chunk %d of a %d-byte medium", len(plaintext), a.chunk.Index, mediaSize)
 	}
 	if err := a.answer(MsgChunk); err != nil {
 		return nil, err
 	}
-	rh := ResponseHeader{Type: MsgChunk, Epoch: a.Header.Epoch, Seq: a.Header.Seq, Index: index, MediaSize: mediaSize}
+	rh := replyHeader{Type: MsgChunk, Epoch: a.header.Epoch, Seq: a.header.Seq, Index: a.chunk.Index, MediaSize: mediaSize}
 	s.mu.Lock()
 	if a.keys == s.current {
 		// The request reserved a whole chunk; a short last chunk gives
 		// back what it did not use.
-		s.bytes -= cs - uint64(len(plaintext))
+		s.bytes -= uint64(s.chunkSize) - uint64(len(plaintext))
 		var soon bool
 		rh.Remaining, soon = s.remaining()
 		if soon {
-			rh.Flags |= FlagRekeySoon
+			rh.Flags |= flagRekeySoon
 		}
 	} else {
-		rh.Flags |= FlagRekeySoon // the epoch was retired meanwhile
+		rh.Flags |= flagRekeySoon // the epoch was retired meanwhile
 	}
 	s.mu.Unlock()
-	if (index+1)*cs >= mediaSize {
-		rh.Flags |= FlagFinal
+	if end == mediaSize {
+		rh.Flags |= flagFinal
 	}
-	return s.seal(dst, a.keys, &rh, mediaID, plaintext), nil
+	return s.seal(dst, a.keys, &rh, a.chunk.MediaID, plaintext), nil
 }
 
 // SealReply answers an accepted catalog or close request.
 func (s *ServerSession) SealReply(a *Accepted, payload []byte) ([]byte, error) {
-	if a.Header.Type != MsgCatalog && a.Header.Type != MsgClose {
-		return nil, fmt.Errorf("%w: %s needs its own reply", ErrWrongMessage, a.Header.Type)
+	if a.header.Type != MsgCatalog && a.header.Type != MsgClose {
+		return nil, fmt.Errorf("%w: %s needs its own reply", ErrWrongMessage, a.header.Type)
 	}
-	if err := a.answer(a.Header.Type); err != nil {
+	if err := a.answer(a.header.Type); err != nil {
 		return nil, err
 	}
-	rh := ResponseHeader{Type: a.Header.Type, Epoch: a.Header.Epoch, Seq: a.Header.Seq}
+	rh := replyHeader{Type: a.header.Type, Epoch: a.header.Epoch, Seq: a.header.Seq}
 	return s.seal(nil, a.keys, &rh, "", payload), nil
 }
 
-func (s *ServerSession) seal(dst []byte, keys *epochKeys, rh *ResponseHeader, mediaID string, plaintext []byte) []byte {
-	var adBuf [ResponseHeaderSize + SessionIDSize + 2 + 256]byte
-	ad := replyAD(adBuf[:0], rh, s.ID[:], mediaID)
+func (s *ServerSession) seal(dst []byte, keys *epochKeys, rh *replyHeader, mediaID string, plaintext []byte) []byte {
+	var adBuf [ReplyHeaderSize + sessionIDSize + 2 + 256]byte
+	ad := replyAD(adBuf[:0], rh, s.id, mediaID)
 	dst = rh.appendTo(dst)
 	return keys.s2c.seal(dst, rh.Seq, plaintext, ad)
 }
 
-// RekeyRequest is the payload of a MsgRekey request.
-type RekeyRequest struct {
+// rekeyRequestMsg is the payload of a MsgRekey request (§15).
+type rekeyRequestMsg struct {
 	Random   []byte `json:"random"`
 	KeyShare []byte `json:"key_share"`
 }
 
-// RekeyHello is the signed part of the server's answer to a rekey.
-type RekeyHello struct {
+func parseRekeyRequest(b []byte) (rekeyRequestMsg, error) {
+	var req rekeyRequestMsg
+	if err := json.Unmarshal(b, &req); err != nil {
+		return req, fmt.Errorf("%w: rekey request: %v", ErrMalformed, err)
+	}
+	if len(req.Random) != randomSize {
+		return req, fmt.Errorf("%w: rekey random is %d bytes", ErrMalformed, len(req.Random))
+	}
+	return req, nil
+}
+
+// rekeyHelloMsg is the signed part of the server's answer to a rekey.
+type rekeyHelloMsg struct {
 	Epoch    uint32      `json:"epoch"`
 	Random   []byte      `json:"random"`
 	KeyShare []byte      `json:"key_share"`
 	Limits   EpochLimits `json:"limits"`
 }
 
-// Rekey answers an opened MsgRekey request: a fresh key exchange in the
+// Rekey answers an accepted MsgRekey request: a fresh key exchange in the
 // session's group, signed over the rekey transcript (previous transcript
 // hash ‖ request ‖ reply), whose secret is chained with the previous
 // epoch's. The new epoch takes effect at once; the old one is retired and
@@ -230,14 +277,7 @@ func (s *ServerSession) Rekey(a *Accepted) ([]byte, error) {
 	if err := a.answer(MsgRekey); err != nil {
 		return nil, err
 	}
-	var req RekeyRequest
-	if err := json.Unmarshal(a.Payload, &req); err != nil {
-		return nil, fmt.Errorf("%w: rekey request: %v", ErrMalformed, err)
-	}
-	if len(req.Random) != RandomSize {
-		return nil, fmt.Errorf("%w: rekey random is %d bytes", ErrMalformed, len(req.Random))
-	}
-	serverShare, shared, err := s.Suite.Group.Respond(rand.Reader, req.KeyShare)
+	serverShare, shared, err := s.suite.group.respond(rand.Reader, a.rekey.KeyShare)
 	if err != nil {
 		return nil, err
 	}
@@ -247,24 +287,24 @@ func (s *ServerSession) Rekey(a *Accepted) ([]byte, error) {
 	if s.current != old {
 		return nil, fmt.Errorf("%w: rekey under epoch %d, current is %d", ErrEpochRetired, old.number, s.current.number)
 	}
-	hello, err := json.Marshal(RekeyHello{Epoch: old.number + 1, Random: randomBytes(RandomSize), KeyShare: serverShare, Limits: s.limits})
+	hello, err := json.Marshal(rekeyHelloMsg{Epoch: old.number + 1, Random: randomBytes(randomSize), KeyShare: serverShare, Limits: s.limits})
 	if err != nil {
 		return nil, err
 	}
-	th := transcriptHash(s.Suite.Hash, rekeyTranscriptContext, old.transcript, a.Payload, hello)
-	sig, err := SignTranscript(s.signer, th)
+	th := transcriptHash(s.suite.hash, rekeyTranscriptContext, old.transcript, a.payload, hello)
+	sig, err := signTranscript(s.signer, th)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: signing the rekey: %w", err)
 	}
-	next, err := newEpochKeys(s.Suite, old.number+1, shared, old.chain, th)
+	next, err := newEpochKeys(s.suite, old.number+1, shared, old.chain, th)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := json.Marshal(Signed{Message: hello, Signature: sig})
+	reply, err := json.Marshal(signedMsg{Message: hello, Signature: sig})
 	if err != nil {
 		return nil, err
 	}
 	s.install(next)
-	rh := ResponseHeader{Type: MsgRekey, Epoch: a.Header.Epoch, Seq: a.Header.Seq}
+	rh := replyHeader{Type: MsgRekey, Epoch: a.header.Epoch, Seq: a.header.Seq}
 	return s.seal(nil, old, &rh, "", reply), nil
 }

@@ -17,8 +17,20 @@ type Identity struct {
 	Chain  [][]byte
 }
 
+// minRSABits is the smallest RSA modulus the protocol accepts.
+const minRSABits = 2048
+
+// CheckKey reports whether pub is a key caddy-drm accepts: Ed25519, ECDSA
+// P-256 or P-384, or RSA of at least 2048 bits. It is the project's one key
+// rule; keystore applies it to every key and certificate it loads or
+// verifies.
+func CheckKey(pub crypto.PublicKey) error {
+	_, err := signatureHash(pub)
+	return err
+}
+
 // signatureHash picks the hash that goes with a key: Ed25519 signs the
-// message itself; ECDSA P-256 and RSA-PSS use SHA-256, ECDSA P-384 SHA-384.
+// message itself; ECDSA P-256 and RSA use SHA-256, ECDSA P-384 SHA-384.
 func signatureHash(pub crypto.PublicKey) (crypto.Hash, error) {
 	switch k := pub.(type) {
 	case ed25519.PublicKey:
@@ -30,12 +42,14 @@ func signatureHash(pub crypto.PublicKey) (crypto.Hash, error) {
 		case elliptic.P384():
 			return crypto.SHA384, nil
 		}
+		return 0, fmt.Errorf("%w: ECDSA curve %s (want P-256 or P-384)", ErrUnsupportedKey, k.Curve.Params().Name)
 	case *rsa.PublicKey:
-		if k.N.BitLen() >= 2048 {
+		if k.N.BitLen() >= minRSABits {
 			return crypto.SHA256, nil
 		}
+		return 0, fmt.Errorf("%w: %d-bit RSA (want at least %d)", ErrUnsupportedKey, k.N.BitLen(), minRSABits)
 	}
-	return 0, fmt.Errorf("%w: unsupported key type %T", ErrCertificate, pub)
+	return 0, fmt.Errorf("%w: %T", ErrUnsupportedKey, pub)
 }
 
 // signedContent is what a server signature covers: a context string that
@@ -44,9 +58,9 @@ func signedContent(transcriptHash []byte) []byte {
 	return append([]byte(serverSignatureContext), transcriptHash...)
 }
 
-// SignTranscript signs a transcript hash with the server's key:
+// signTranscript signs a transcript hash with the server's key:
 // Ed25519, ECDSA (ASN.1) or RSA-PSS with a salt as long as the hash.
-func SignTranscript(signer crypto.Signer, transcriptHash []byte) ([]byte, error) {
+func signTranscript(signer crypto.Signer, transcriptHash []byte) ([]byte, error) {
 	h, err := signatureHash(signer.Public())
 	if err != nil {
 		return nil, err
@@ -64,8 +78,8 @@ func SignTranscript(signer crypto.Signer, transcriptHash []byte) ([]byte, error)
 	return signer.Sign(rand.Reader, d.Sum(nil), opts)
 }
 
-// VerifyTranscript checks a server signature over a transcript hash.
-func VerifyTranscript(pub crypto.PublicKey, transcriptHash, sig []byte) error {
+// verifyTranscript checks a server signature over a transcript hash.
+func verifyTranscript(pub crypto.PublicKey, transcriptHash, sig []byte) error {
 	h, err := signatureHash(pub)
 	if err != nil {
 		return err
@@ -86,7 +100,7 @@ func VerifyTranscript(pub crypto.PublicKey, transcriptHash, sig []byte) error {
 		}
 	}
 	if !ok {
-		return ErrBadSignature
+		return errBadSignature
 	}
 	return nil
 }

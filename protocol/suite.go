@@ -12,14 +12,14 @@ import (
 // hash drives HKDF, the transcript and, for the encrypt-then-MAC ciphers,
 // HMAC.
 type Suite struct {
-	Group  Group
-	Cipher Cipher
-	Hash   crypto.Hash
+	group  kexGroup
+	cipher recordCipher
+	hash   crypto.Hash
 }
 
 // Name is the suite's wire name, e.g. "X25519_AES128_GCM_SHA256".
 func (s Suite) Name() string {
-	return s.Group.Name() + "_" + s.Cipher.Name() + "_" + hashName(s.Hash)
+	return s.group.Name() + "_" + s.cipher.Name() + "_" + hashName(s.hash)
 }
 
 func (s Suite) String() string { return s.Name() }
@@ -38,7 +38,7 @@ var hashes = []crypto.Hash{crypto.SHA256, crypto.SHA384}
 
 // ParseSuite parses a suite name. Every combination of a group, a cipher
 // and a hash is a valid suite; which ones a side accepts is its policy.
-func ParseSuite(name string) (Suite, error) {
+func parseSuite(name string) (Suite, error) {
 	for _, g := range groups {
 		rest, ok := strings.CutPrefix(name, g.Name()+"_")
 		if !ok {
@@ -51,19 +51,19 @@ func ParseSuite(name string) (Suite, error) {
 			}
 			for _, c := range ciphers {
 				if c.Name() == mid {
-					return Suite{Group: g, Cipher: c, Hash: h}, nil
+					return Suite{group: g, cipher: c, hash: h}, nil
 				}
 			}
 		}
 	}
-	return Suite{}, fmt.Errorf("%w: %q", ErrUnknownSuite, name)
+	return Suite{}, fmt.Errorf("%w: %q", errUnknownSuite, name)
 }
 
 // ParseSuites parses a list of names, keeping the order.
 func ParseSuites(names []string) ([]Suite, error) {
 	out := make([]Suite, 0, len(names))
 	for _, n := range names {
-		s, err := ParseSuite(n)
+		s, err := parseSuite(n)
 		if err != nil {
 			return nil, err
 		}
@@ -83,12 +83,12 @@ func SuiteNames(suites []Suite) []string {
 
 // AllSuites lists every suite this implementation knows, for tests and for
 // operators who want to see what they may configure.
-func AllSuites() []Suite {
+func allSuites() []Suite {
 	var out []Suite
 	for _, g := range groups {
 		for _, c := range ciphers {
 			for _, h := range hashes {
-				out = append(out, Suite{Group: g, Cipher: c, Hash: h})
+				out = append(out, Suite{group: g, cipher: c, hash: h})
 			}
 		}
 	}
@@ -117,10 +117,10 @@ func DefaultSuites() []Suite {
 	return out
 }
 
-// Negotiate returns the server's most preferred suite that the client
+// negotiate returns the server's most preferred suite that the client
 // offers. Offered names the server does not know are ignored: a newer
 // client may offer suites this server has never heard of.
-func Negotiate(serverPrefs []Suite, offered []string) (Suite, error) {
+func negotiate(serverPrefs []Suite, offered []string) (Suite, error) {
 	set := make(map[string]bool, len(offered))
 	for _, n := range offered {
 		set[n] = true
@@ -130,5 +130,5 @@ func Negotiate(serverPrefs []Suite, offered []string) (Suite, error) {
 			return s, nil
 		}
 	}
-	return Suite{}, &NoCommonSuiteError{Offered: offered, Supported: SuiteNames(serverPrefs)}
+	return Suite{}, &noCommonSuiteError{Offered: offered, Supported: SuiteNames(serverPrefs)}
 }

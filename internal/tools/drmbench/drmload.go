@@ -3,12 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/caddy-drm/caddy-drm/clientproxy"
 	"github.com/caddy-drm/caddy-drm/keystore"
@@ -105,14 +104,8 @@ func readWindow(ctx context.Context, n int64, window int, fetch func(context.Con
 
 // verifier checks the server's drm certificate against the benchmark's
 // PKI, as clientproxy does.
-func (b *bench) verifier() func([][]byte) (crypto.PublicKey, error) {
-	return func(chain [][]byte) (crypto.PublicKey, error) {
-		leaf, err := keystore.VerifyChain(chain, b.roots, "127.0.0.1", time.Now())
-		if err != nil {
-			return nil, err
-		}
-		return leaf.PublicKey, nil
-	}
+func (b *bench) verifier() func([][]byte) (*x509.Certificate, error) {
+	return keystore.ServerVerifier(b.roots, "127.0.0.1")
 }
 
 // handshake runs one full handshake against prefixURL over hc: Start,

@@ -15,9 +15,9 @@ import (
 
 // leanClient is a minimal protocol client for attributing costs: the same
 // protocol package calls as clientproxy.Client (NewChunkRequest,
-// OpenChunk, StartRekey/Finish), but reply and plaintext buffers come from
-// a pool and the reply is read straight into one (Content-Length sized),
-// so the client allocates almost nothing per chunk. Comparing it with the
+// OpenChunk, StartRekey/Finish), but reply buffers come from a pool, the
+// reply is read straight into one (Content-Length sized) and opened in
+// place, so the client allocates almost nothing per chunk. Comparing it with the
 // product's client separates the server's limit from the client's.
 type leanClient struct {
 	hc      *http.Client
@@ -29,7 +29,7 @@ type leanClient struct {
 
 func (b *bench) newLeanClient(ctx context.Context, prefixURL string, suites []protocol.Suite) (*leanClient, error) {
 	l := &leanClient{hc: h1Client(nil, 32), base: strings.TrimSuffix(prefixURL, "/") + "/v1/"}
-	l.bufs.New = func() any { s := make([]byte, 0, protocol.MaxChunkSize+4096); return &s }
+	l.bufs.New = func() any { s := make([]byte, 0, protocol.MaxReplySize); return &s }
 	s, err := handshake(ctx, l.hc, prefixURL, &protocol.ClientConfig{Suites: suites, VerifyCertificate: b.verifier()})
 	if err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ func (l *leanClient) post(ctx context.Context, endpoint string, body, buf []byte
 		return nil, fmt.Errorf("%s: %s", endpoint, resp.Status)
 	}
 	n := int(resp.ContentLength)
-	if n < 0 || n > protocol.MaxChunkSize+4096 {
+	if n < 0 || n > protocol.MaxReplySize {
 		return nil, fmt.Errorf("%s: reply length %d", endpoint, n)
 	}
 	if cap(buf) < n {
@@ -73,9 +73,9 @@ func (l *leanClient) post(ctx context.Context, endpoint string, body, buf []byte
 // buffer, with the function that gives the buffers back; it rekeys when
 // the server asks to, as clientproxy does.
 func (l *leanClient) readChunk(ctx context.Context, id string, idx int64) ([]byte, func(), error) {
-	rb, pb := l.bufs.Get().(*[]byte), l.bufs.Get().(*[]byte)
-	release := func() { l.bufs.Put(rb); l.bufs.Put(pb) }
-	plain, err := l.fetch(ctx, id, idx, rb, pb)
+	rb := l.bufs.Get().(*[]byte)
+	release := func() { l.bufs.Put(rb) }
+	plain, err := l.fetch(ctx, id, idx, rb)
 	if err != nil {
 		release()
 		return nil, nil, err
@@ -83,17 +83,14 @@ func (l *leanClient) readChunk(ctx context.Context, id string, idx int64) ([]byt
 	return plain, release, nil
 }
 
-func (l *leanClient) fetch(ctx context.Context, id string, idx int64, rb, pb *[]byte) ([]byte, error) {
+func (l *leanClient) fetch(ctx context.Context, id string, idx int64, rb *[]byte) ([]byte, error) {
 	var err error
 	for range 4 {
-		req, rerr := l.sess.NewChunkRequest(id, uint64(idx))
-		if rerr != nil {
-			return nil, rerr
-		}
+		req := l.sess.NewChunkRequest(id, uint64(idx))
 		var reply []byte
-		reply, err = l.post(ctx, "chunk", req.Envelope, (*rb)[:0])
+		reply, err = l.post(ctx, "chunk", req.Envelope(), (*rb)[:0])
 		if errors.Is(err, protocol.ErrRekeyRequired) || errors.Is(err, protocol.ErrEpochRetired) {
-			if err = l.rekey(ctx, req.Header.Epoch); err != nil {
+			if err = l.rekey(ctx, req.Epoch()); err != nil {
 				return nil, err
 			}
 			continue
@@ -101,14 +98,14 @@ func (l *leanClient) fetch(ctx context.Context, id string, idx int64, rb, pb *[]
 		if err != nil {
 			return nil, err
 		}
-		h, plain, err := req.OpenChunk((*pb)[:0], reply)
+		chunk, err := req.OpenChunk(reply) // in place, in the pooled reply buffer
 		if err != nil {
 			return nil, err
 		}
-		if h.Flags&protocol.FlagRekeySoon != 0 {
-			err = l.rekey(ctx, h.Epoch)
+		if chunk.RekeySoon {
+			err = l.rekey(ctx, req.Epoch())
 		}
-		return plain, err
+		return chunk.Data, err
 	}
 	return nil, err
 }
@@ -124,7 +121,7 @@ func (l *leanClient) rekey(ctx context.Context, from uint32) error {
 	if err != nil {
 		return err
 	}
-	reply, err := l.post(ctx, "rekey", rk.Request.Envelope, nil)
+	reply, err := l.post(ctx, "rekey", rk.Request().Envelope(), nil)
 	if err != nil {
 		return err
 	}

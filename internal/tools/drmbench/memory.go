@@ -59,7 +59,7 @@ func sessMemChild(n int) error {
 		s        *protocol.ServerSession
 		lastUsed time.Time
 	}
-	store := map[[protocol.SessionIDSize]byte]*stored{}
+	store := map[protocol.SessionID]*stored{}
 	accept := func() (*protocol.ServerSession, error) {
 		_, hello, err := ccfg.Start()
 		if err != nil {
@@ -82,7 +82,7 @@ func sessMemChild(n int) error {
 		if err != nil {
 			return err
 		}
-		store[s.ID] = &stored{s: s, lastUsed: time.Now()}
+		store[s.ID()] = &stored{s: s, lastUsed: time.Now()}
 	}
 	runtime.GC()
 	runtime.GC()
@@ -91,7 +91,7 @@ func sessMemChild(n int) error {
 	runtime.KeepAlive(store)
 	runtime.KeepAlive(warm)
 	return json.NewEncoder(os.Stdout).Encode(sessMemResult{Sessions: n, HeapBefore: before, HeapAfter: after,
-		BytesPerSession: (float64(after) - float64(before)) / float64(n), Suite: warm.Suite.Name()})
+		BytesPerSession: (float64(after) - float64(before)) / float64(n), Suite: warm.Suite().Name()})
 }
 
 // sessionMemoryInProcess is scenario 6b: the -sessmem child, several times.
