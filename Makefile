@@ -8,7 +8,7 @@ BIN       := bin
 FUZZTIME  ?= 3s
 FUZZ_PKGS := ./protocol ./caddymodule
 
-.PHONY: all caddy clientproxy demo deps test test-short check fuzz e2e bench clean
+.PHONY: all caddy clientproxy demo deps ref test test-short check fuzz e2e bench clean
 
 all: caddy clientproxy
 
@@ -26,10 +26,17 @@ demo: caddy clientproxy deps
 deps:
 	./scripts/deps.sh
 
-# Formatting, vet, every test with the race detector (the end-to-end tests
-# build Caddy and clientproxy themselves and fail, not skip, when a tool is
-# missing), then each fuzz target briefly.
-test: deps check
+# The Python reference implementation, written from docs/PROTOCOL.md alone,
+# recomputes every known-answer vector; --self-test proves it can fail
+# (protocol/testdata/ref/README.md). Needs python3-cryptography, from deps.
+ref: deps
+	/usr/bin/python3 protocol/testdata/ref/check_vectors.py protocol/testdata/vectors.json
+	/usr/bin/python3 protocol/testdata/ref/check_vectors.py protocol/testdata/vectors.json --self-test
+
+# The reference vectors check, formatting, vet, every test with the race
+# detector (the end-to-end tests build Caddy and clientproxy themselves and
+# fail, not skip, when a tool is missing), then each fuzz target briefly.
+test: deps ref check
 	DRM_E2E_STRICT=1 $(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 

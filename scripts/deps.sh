@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the end-to-end tests need (e2e/), only when
-# some are missing. Idempotent: with everything present it only runs
-# dpkg-query and exits in well under a second. `apt-get update` runs at most
-# once, and only when something has to be installed.
+# Installs the Debian packages the tests need, only when some are missing.
+# Idempotent: with everything present it only runs dpkg-query and exits in
+# well under a second. `apt-get update` runs at most once, and only when
+# something has to be installed.
 #
-#   mpv ffmpeg   player and reference decoder (ffmpeg brings ffprobe)
+#   mpv ffmpeg             player and reference decoder for the end-to-end
+#                          tests, e2e/ (ffmpeg brings ffprobe)
+#   python3-cryptography   the reference vectors check, make ref
+#                          (protocol/testdata/ref/), run by /usr/bin/python3
 set -euo pipefail
 
-pkgs=(mpv ffmpeg)
+pkgs=(mpv ffmpeg python3-cryptography)
+
+# make ref runs Debian's Python by its path, not whatever python3 is on PATH.
+check_python() {
+	if [[ ! -x /usr/bin/python3 ]]; then
+		echo "deps.sh: /usr/bin/python3 missing (python3-cryptography should bring it)" >&2
+		exit 1
+	fi
+}
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -18,6 +29,7 @@ for p in "${pkgs[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
+	check_python
 	echo "deps.sh: all present: ${pkgs[*]}"
 	exit 0
 fi
@@ -44,4 +56,5 @@ for c in mpv ffmpeg ffprobe; do
 		exit 1
 	fi
 done
+check_python
 echo "deps.sh: done"

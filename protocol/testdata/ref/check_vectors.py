@@ -1,0 +1,701 @@
+#!/usr/bin/python3
+"""Recompute every known-answer vector of protocol/testdata/vectors.json with
+drmref, the reference implementation written from docs/PROTOCOL.md alone.
+
+    check_vectors.py VECTORS.json              check, one line per section
+    check_vectors.py VECTORS.json --self-test  prove the check can fail
+
+Every expected value comes from the file, every computed one from drmref;
+inputs (keys, seeds, plaintexts, hellos) are taken from the file. Exits 1
+naming the first mismatch: section, vector, field, expected and got.
+
+--self-test flips one bit in each value of the file in turn (bit 4 of the
+first and of the last byte of a byte string, the low bit of a number or of a
+text's first character) and requires the check of that value's section to
+fail then. The only values excused are those only ML-KEM-768 could check
+(see README.md).
+"""
+
+import copy
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass
+
+sys.dont_write_bytecode = True  # keep protocol/testdata free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import drmref as ref  # noqa: E402  (after the two lines above)
+
+# The vectors do not say how old an epoch is when a reply is sealed (§15's
+# age limit and FlagRekeySoon depend on it): a fresh epoch is assumed.
+EPOCH_AGE_SECONDS = 0
+
+
+class Mismatch(Exception):
+    """The first value drmref computes differently from the file."""
+
+
+def h(hex_string):
+    return bytes.fromhex(hex_string)
+
+
+def first_difference(expected, got):
+    """Where two hex strings part, in bytes, to find the spot in a long value."""
+    if not (isinstance(expected, str) and isinstance(got, str)):
+        return ""
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if a != b:
+            return f" differs from byte {i // 2}"
+    return f" differs in length ({len(expected) // 2} and {len(got) // 2} bytes)"
+
+
+class Checker:
+    """Compares one section's values, counting them, and raises Mismatch at
+    the first difference with the vector being checked (`where`)."""
+
+    def __init__(self, section):
+        self.section = section
+        self.where = "-"
+        self.compared = 0
+
+    def at(self, where):
+        self.where = where
+
+    def fail(self, message):
+        raise Mismatch(f"{self.section}: {self.where}: {message}")
+
+    def equal(self, field, expected, got):
+        self.compared += 1
+        if expected != got:
+            self.fail(f"{field}{first_difference(expected, got)}: expected {expected!r}, got {got!r}")
+
+    def equal_hex(self, field, expected_hex, got_bytes):
+        self.equal(field, expected_hex, None if got_bytes is None else got_bytes.hex())
+
+    def holds(self, field, condition):
+        self.equal(field, True, condition)
+
+
+def hash_named(name):
+    if name not in ref.HASHES:
+        raise ref.ProtocolError("unknown-suite", f"hash {name!r}")
+    return ref.HASHES[name]
+
+
+def signature_verifies(public_key, transcript, signature):
+    try:
+        ref.ed25519_verify(public_key, transcript, signature)
+    except ref.ProtocolError:
+        return False
+    return True
+
+
+def check_keys(chk, prefix, expected, keys):
+    """One direction's key, MAC key (None for AEADs) and IV."""
+    chk.equal_hex(f"{prefix}.key", expected["key"], keys.key)
+    chk.equal_hex(f"{prefix}.mac_key", expected["mac_key"], keys.mac_key)
+    chk.equal_hex(f"{prefix}.iv", expected["iv"], keys.iv)
+
+
+# ---------------------------------------------------------------------------
+# One function per section of the file; each returns how many vectors it checked.
+
+
+def check_contexts(c, chk):
+    """§3, §8, §9, §10, §12-§14: context strings, labels, sizes."""
+    chk.at("contexts")
+    chk.equal_hex("label_prefix", c["label_prefix"], ref.LABEL_PREFIX)
+    chk.equal_hex("transcript", c["transcript"], ref.HANDSHAKE_TRANSCRIPT_CONTEXT)
+    chk.equal_hex("rekey_transcript", c["rekey_transcript"], ref.REKEY_TRANSCRIPT_CONTEXT)
+    chk.equal_hex("server_signature", c["server_signature"], ref.SERVER_SIGNATURE_CONTEXT)
+    chk.equal("traffic_labels", c["traffic_labels"], list(ref.TRAFFIC_LABELS))
+    chk.equal("epoch_label", c["epoch_label"], ref.EPOCH_LABEL)
+    chk.equal("chain_label", c["chain_label"], ref.CHAIN_LABEL)
+    chk.equal("envelope_header_len (§3)", c["envelope_header_len"], ref.ENVELOPE_HEADER_LEN)
+    chk.equal("envelope_header_len (§12 layout)", c["envelope_header_len"], ref.REQUEST_HEADER.size)
+    chk.equal("reply_header_len (§3)", c["reply_header_len"], ref.REPLY_HEADER_LEN)
+    chk.equal("reply_header_len (§13 layout)", c["reply_header_len"], ref.REPLY_HEADER.size)
+    chk.equal("replay_window_size", c["replay_window_size"], ref.REPLAY_WINDOW_SIZE)
+    return 1
+
+
+def check_expand_label(items, chk):
+    """§10 Expand-Label: the info bytes and the output."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['hash']} {v['label']!r}")
+        context = h(v["context"])
+        info = ref.expand_label_info(v["label"], context, v["length"])
+        chk.equal_hex("info", v["info"], info)
+        output = ref.expand_label(hash_named(v["hash"]), h(v["secret"]), v["label"], context, v["length"])
+        chk.equal_hex("output", v["output"], output)
+    return len(items)
+
+
+def check_key_schedule(items, chk):
+    """§10: prk, epoch secret and chain; a chained vector must chain from the
+    previous vector of its hash."""
+    chains = {}
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['hash']} prev_chain={'yes' if v['prev_chain'] else 'none'}")
+        hash_ = hash_named(v["hash"])
+        previous = None if v["prev_chain"] is None else h(v["prev_chain"])
+        if previous is not None:
+            chk.equal_hex("prev_chain (chain of the previous epoch)", v["prev_chain"], chains.get(hash_.name))
+        epoch = ref.derive_epoch(hash_, h(v["shared"]), h(v["transcript_hash"]), previous)
+        chk.equal_hex("prk", v["prk"], epoch.prk)
+        chk.equal_hex("epoch_secret", v["epoch_secret"], epoch.secret)
+        chk.equal_hex("chain", v["chain"], epoch.chain)
+        chains[hash_.name] = epoch.chain
+    return len(items)
+
+
+def check_traffic(items, chk):
+    """§10 traffic keys and §11 records, for every cipher."""
+    covered = set()
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['suite']}")
+        suite = ref.parse_suite(v["suite"])
+        covered.add((suite.cipher.name, suite.hash.name if suite.cipher.encrypt_then_mac else "-"))
+        keys = {d: ref.derive_traffic_keys(suite, h(v["epoch_secret"]), d) for d in ref.DIRECTIONS}
+        for direction in ref.DIRECTIONS:
+            check_keys(chk, direction, v[direction], keys[direction])
+        chk.equal("record directions", sorted(ref.DIRECTIONS), sorted(r["direction"] for r in v["records"]))
+        for j, r in enumerate(v["records"]):
+            chk.at(f"[{i}] {v['suite']} records[{j}] {r['direction']}")
+            check_record(chk, suite, keys[r["direction"]], r)
+    chk.at("all")
+    wanted = {(c.name, hn if c.encrypt_then_mac else "-") for c in ref.CIPHERS.values() for hn in ref.HASHES}
+    chk.equal("ciphers covered (CBC and CTR with both hashes)", sorted(wanted), sorted(covered))
+    return len(items)
+
+
+def check_record(chk, suite, keys, r):
+    ad, plaintext = h(r["ad"]), h(r["plaintext"])
+    chk.equal_hex("nonce", r["nonce"], ref.record_nonce(keys.iv, r["seq"]))
+    chk.equal_hex("sealed", r["sealed"], ref.seal(suite, keys, r["seq"], plaintext, ad))
+    opened = ref.open_sealed(suite, keys, r["seq"], h(r["sealed"]), ad)
+    chk.equal_hex("plaintext (opened)", r["plaintext"], opened)
+
+
+def check_groups(items, chk):
+    """§7: shares and shared secrets of every group, both sides."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['group']}")
+        if v["group"] == "X25519MLKEM768":
+            check_hybrid_group(chk, v)
+        else:
+            check_classical_group(chk, v)
+    chk.at("all")
+    chk.equal("groups covered", sorted(ref.GROUPS), sorted(v["group"] for v in items))
+    return len(items)
+
+
+def check_classical_group(chk, v):
+    group = v["group"]
+    if group not in ref.CLASSICAL_GROUPS:
+        chk.fail(f"unknown group {group!r}")
+    client_private, server_private = h(v["client_private"]), h(v["server_private"])
+    if group == "FFDHE2048":
+        check_ffdhe_parameters(chk, client_private, server_private)
+    chk.equal_hex("client_share", v["client_share"], ref.key_share(group, client_private))
+    chk.equal_hex("server_share", v["server_share"], ref.key_share(group, server_private))
+    client_side = ref.shared_secret(group, client_private, h(v["server_share"]))
+    server_side = ref.shared_secret(group, server_private, h(v["client_share"]))
+    chk.equal_hex("shared (client side)", v["shared"], client_side)
+    chk.equal_hex("shared (server side)", v["shared"], server_side)
+
+
+def check_ffdhe_parameters(chk, client_private, server_private):
+    """§7: the group is the RFC 7919 prime from its definition, a safe prime;
+    private exponents are 256 bits with the top bit set."""
+    chk.equal("p bit length", 2048, ref.ffdhe2048_prime().bit_length())
+    chk.holds("p and (p-1)/2 prime (Miller-Rabin)", ref.ffdhe2048_is_safe_prime())
+    chk.holds("client_private: 256 bits, top bit set", ref.ffdhe_private_is_valid(client_private))
+    chk.holds("server_private: 256 bits, top bit set", ref.ffdhe_private_is_valid(server_private))
+
+
+def check_hybrid_group(chk, v):
+    """§7 X25519MLKEM768: without ML-KEM, the encapsulation key, the
+    ciphertext and the ML-KEM shared key are taken from the vector; the X25519
+    halves, the layout and the lengths are recomputed."""
+    encaps_key, client_x25519_in_share = ref.split_hybrid_share(
+        h(v["client_share"]), ref.MLKEM768_ENCAPS_KEY_LEN
+    )
+    ciphertext, server_x25519_in_share = ref.split_hybrid_share(
+        h(v["server_share"]), ref.MLKEM768_CIPHERTEXT_LEN
+    )
+    mlkem_secret = h(v["shared"])[: ref.MLKEM768_SHARED_LEN]
+    client_private, server_private = h(v["client_x25519_private"]), h(v["server_x25519_private"])
+    client_share = ref.hybrid_client_share(encaps_key, ref.x25519_share(client_private))
+    server_share = ref.hybrid_server_share(ciphertext, ref.x25519_share(server_private))
+    chk.equal_hex("client_share", v["client_share"], client_share)
+    chk.equal_hex("server_share", v["server_share"], server_share)
+    client_side = ref.hybrid_secret(mlkem_secret, ref.x25519_secret(client_private, server_x25519_in_share))
+    server_side = ref.hybrid_secret(mlkem_secret, ref.x25519_secret(server_private, client_x25519_in_share))
+    chk.equal_hex("shared (client side)", v["shared"], client_side)
+    chk.equal_hex("shared (server side)", v["shared"], server_side)
+
+
+TRANSCRIPTS = {
+    "handshake": (ref.HANDSHAKE_TRANSCRIPT_CONTEXT, 2),
+    "rekey": (ref.REKEY_TRANSCRIPT_CONTEXT, 3),
+}
+
+
+def check_transcripts(items, chk):
+    """§8: context by transcript kind, number of parts, hash."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['name']} {v['hash']}")
+        if v["name"] not in TRANSCRIPTS:
+            chk.fail(f"unknown transcript {v['name']!r}")
+        context, part_count = TRANSCRIPTS[v["name"]]
+        chk.equal("context (text in the file, not hex)", v["context"], context.decode("ascii"))
+        chk.equal("number of parts", part_count, len(v["parts"]))
+        digest = ref.transcript_hash(hash_named(v["hash"]), context, [h(p) for p in v["parts"]])
+        chk.equal_hex("transcript_hash", v["transcript_hash"], digest)
+    return len(items)
+
+
+def check_signatures(items, chk):
+    """§9 Ed25519 (deterministic, so re-signing must give the same bytes)."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['key_type']}")
+        if v["key_type"] != "ed25519":
+            chk.fail(f"key type {v['key_type']!r} is not covered by drmref")
+        seed, transcript = h(v["private_seed"]), h(v["transcript_hash"])
+        chk.equal_hex("public_key", v["public_key"], ref.ed25519_public_key(seed))
+        chk.equal_hex("signed_content", v["signed_content"], ref.signed_content(transcript))
+        chk.equal_hex("signature", v["signature"], ref.ed25519_sign(seed, transcript))
+        chk.holds("signature verifies", signature_verifies(h(v["public_key"]), transcript, h(v["signature"])))
+    return len(items)
+
+
+def message_type(chk, name):
+    if name not in ref.MESSAGE_TYPES:
+        chk.fail(f"unknown message type {name!r}")
+    return ref.MESSAGE_TYPES[name]
+
+
+def check_request_headers(items, chk):
+    """§12 request header layout."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['type_name']}")
+        chk.equal("type (§12 table)", v["type"], message_type(chk, v["type_name"]))
+        header = ref.RequestHeader(v["type"], h(v["session_id"]), v["epoch"], v["seq"])
+        chk.equal_hex("encoding", v["encoding"], ref.encode_request_header(header))
+    return len(items)
+
+
+def check_response_headers(items, chk):
+    """§13 reply header layout, both ways."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['type_name']}")
+        chk.equal("type (§12 table)", v["type"], message_type(chk, v["type_name"]))
+        fields = ("type", "flags", "epoch", "seq", "index", "media_size", "remaining")
+        header = ref.ReplyHeader(*(v[f] for f in fields))
+        chk.equal_hex("encoding", v["encoding"], ref.encode_reply_header(header))
+        chk.equal("decoded encoding", header, ref.parse_reply_header(h(v["encoding"])))
+    return len(items)
+
+
+def check_reply_ad(items, chk):
+    """§13 associated data of a reply."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] media_id={v['media_id']!r}")
+        ad = ref.reply_ad(h(v["response_header"]), h(v["session_id"]), v["media_id"])
+        chk.equal_hex("ad", v["ad"], ad)
+    return len(items)
+
+
+def check_chunk_requests(items, chk):
+    """§12 ChunkRequest, both ways (the parser applies ValidMediaID)."""
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] media_id={v['media_id']!r}")
+        chk.equal_hex("payload", v["payload"], ref.encode_chunk_request(v["index"], v["media_id"]))
+        chk.equal("decoded payload", (v["index"], v["media_id"]), ref.parse_chunk_request(h(v["payload"])))
+    return len(items)
+
+
+# ---------------------------------------------------------------------------
+# The session: §6 handshake, §10 epochs, §12-§13 exchanges, §15 rekey.
+
+
+@dataclass(frozen=True)
+class Session:
+    suite: ref.Suite
+    session_id: bytes
+    server_seed: bytes
+    media_sizes: dict
+    catalog: list
+    chunk_size: int
+    limits: ref.EpochLimits  # the server's configured epoch limits
+
+
+@dataclass
+class EpochState:
+    """One epoch as both ends hold it; the client numbers its requests from 0."""
+
+    number: int
+    epoch: ref.Epoch
+    c2s: ref.TrafficKeys
+    s2c: ref.TrafficKeys
+    accounting: ref.EpochAccounting
+    next_seq: int = 0
+
+
+SESSION_STEPS = ("handshake", "epoch0", "rekey", "epoch1")  # besides the exchanges
+
+
+def check_session(s, chk):
+    """A whole session, in the order the two ends run it; returns the number
+    of steps (handshake, epochs, rekey, exchanges) checked."""
+    suite = ref.parse_suite(s["suite"])
+    if suite.group not in ref.CLASSICAL_GROUPS:
+        chk.fail(f"session group {suite.group} needs ML-KEM, which drmref lacks")
+    server_hello, shared, transcript = check_handshake(s, suite, chk)
+    catalog = s["catalog"]
+    session = Session(suite, server_hello.session_id, h(s["server_ed25519_seed"]),
+                      {media["id"]: media["size"] for media in catalog}, catalog,
+                      server_hello.chunk_size, server_hello.limits)
+    epoch0 = check_epoch(chk, "epoch0", s["epoch0"], session, shared, transcript, None, server_hello.limits)
+    for i, exchange in enumerate(s["exchanges"]):
+        check_exchange(chk, f"exchanges[{i}] {exchange['type']}", exchange, session, epoch0)
+    shared, transcript, limits = check_rekey(chk, s["rekey"], session, epoch0)
+    epoch1 = check_epoch(chk, "epoch1", s["epoch1"], session, shared, transcript, epoch0, limits)
+    for i, exchange in enumerate(s["epoch1_exchanges"]):
+        check_exchange(chk, f"epoch1_exchanges[{i}] {exchange['type']}", exchange, session, epoch1)
+    return len(SESSION_STEPS) + len(s["exchanges"]) + len(s["epoch1_exchanges"])
+
+
+def check_handshake(s, suite, chk):
+    """§6-§9: both hellos, the shared secret, the transcript, the signature and
+    the Signed reply carrying the ServerHello verbatim."""
+    chk.at("handshake")
+    group = suite.group
+    client_private, server_private = h(s["client_x25519_private"]), h(s["server_x25519_private"])
+    client_hello_raw, server_hello_raw = h(s["client_hello"]), h(s["server_hello"])
+    client_hello = ref.parse_client_hello(client_hello_raw)
+    chk.holds("client_hello offers the suite", s["suite"] in client_hello.suites)
+    if group not in client_hello.key_shares:
+        chk.fail(f"client_hello has no {group} key share")
+    chk.equal_hex(f"client_hello key_shares.{group}", client_hello.key_shares[group].hex(),
+                  ref.key_share(group, client_private))
+    server_hello = ref.parse_server_hello(server_hello_raw, client_hello.suites)
+    chk.equal("server_hello suite", s["suite"], server_hello.suite)
+    chk.equal_hex("server_hello key_share", server_hello.key_share.hex(),
+                  ref.key_share(group, server_private))
+    chk.equal("server_hello chunk_size", s["chunk_size"], server_hello.chunk_size)
+    chk.equal("server_hello limits", ref.parse_limits(s["limits"]), server_hello.limits)
+    chk.equal("server_hello credentials_requested (§17: empty)", [], server_hello.credentials_requested)
+    client_side = ref.shared_secret(group, client_private, server_hello.key_share)
+    server_side = ref.shared_secret(group, server_private, client_hello.key_shares[group])
+    chk.equal_hex("shared (client side)", s["shared"], client_side)
+    chk.equal_hex("shared (server side)", s["shared"], server_side)
+    transcript = ref.transcript_hash(
+        suite.hash, ref.HANDSHAKE_TRANSCRIPT_CONTEXT, [client_hello_raw, server_hello_raw]
+    )
+    chk.equal_hex("transcript_hash", s["transcript_hash"], transcript)
+    seed = h(s["server_ed25519_seed"])
+    chk.equal_hex("signature (re-signed)", s["signature"], ref.ed25519_sign(seed, transcript))
+    check_signed(chk, "handshake_reply", h(s["handshake_reply"]), s["server_hello"], s["signature"],
+                 seed, transcript)
+    return server_hello, client_side, transcript
+
+
+def check_signed(chk, field, signed_raw, message_hex, signature_hex, seed, transcript):
+    """§6 Signed: message carried byte for byte, signature verifying over the
+    transcript that ends with those bytes."""
+    signed = ref.parse_signed(signed_raw)
+    chk.equal_hex(f"{field} message (verbatim)", message_hex, signed.message)
+    chk.equal_hex(f"{field} signature", signature_hex, signed.signature)
+    public_key = ref.ed25519_public_key(seed)
+    chk.holds(f"{field} signature verifies", signature_verifies(public_key, transcript, signed.signature))
+
+
+def check_epoch(chk, name, expected, session, shared, transcript, previous, limits):
+    """§10: an epoch's secret, chain and both directions' keys; §15: its
+    counters start at zero."""
+    chk.at(name)
+    suite = session.suite
+    epoch = ref.derive_epoch(suite.hash, shared, transcript, previous.epoch.chain if previous else None)
+    chk.equal_hex("epoch_secret", expected["epoch_secret"], epoch.secret)
+    chk.equal_hex("chain", expected["chain"], epoch.chain)
+    c2s = ref.derive_traffic_keys(suite, epoch.secret, "c2s")
+    s2c = ref.derive_traffic_keys(suite, epoch.secret, "s2c")
+    check_keys(chk, "c2s", expected["c2s"], c2s)
+    check_keys(chk, "s2c", expected["s2c"], s2c)
+    number = previous.number + 1 if previous else 0
+    return EpochState(number, epoch, c2s, s2c, ref.EpochAccounting(limits, session.chunk_size))
+
+
+def check_request(chk, session, state, type_, payload, envelope_hex):
+    """§12: the client seals the next request of the epoch; the server opens it."""
+    request = ref.RequestHeader(type_, session.session_id, state.number, state.next_seq)
+    state.next_seq += 1
+    chk.equal_hex("envelope", envelope_hex, ref.seal_request(session.suite, state.c2s, request, payload))
+    opened_header, opened = ref.open_request(session.suite, state.c2s, h(envelope_hex))
+    chk.equal("envelope header (opened by the server)", request, opened_header)
+    chk.equal_hex("payload (opened by the server)", payload.hex(), opened)
+    return request
+
+
+def check_reply(chk, session, state, request, reply_header, media_id, answer_hex, reply_hex):
+    """§13: the server seals the answer; the client opens it as the answer to
+    its request."""
+    sealed = ref.seal_reply(session.suite, state.s2c, reply_header, session.session_id, media_id,
+                            h(answer_hex))
+    chk.equal_hex("reply", reply_hex, sealed)
+    header, plaintext = ref.open_reply(session.suite, state.s2c, request, session.session_id, media_id,
+                                       h(reply_hex))
+    chk.equal("reply header (decoded by the client)", reply_header, header)
+    chk.equal_hex("answer (opened by the client)", answer_hex, plaintext)
+
+
+def check_exchange(chk, where, x, session, state):
+    """One catalog, chunk or close request and its reply."""
+    chk.at(where)
+    type_ = message_type(chk, x["type"])
+    chk.equal("seq (requests are numbered 0, 1, … in each epoch)", x["seq"], state.next_seq)
+    payload = h(x["payload"])
+    request = check_request(chk, session, state, type_, payload, x["envelope"])
+    media_id = ""
+    if type_ == ref.MESSAGE_TYPES["chunk"]:
+        reply_header, media_id = chunk_reply(chk, session, state, request, payload, h(x["answer"]))
+    elif type_ in (ref.MESSAGE_TYPES["catalog"], ref.MESSAGE_TYPES["close"]):
+        chk.equal("payload (§12: empty)", "", x["payload"])
+        reply_header = ref.ReplyHeader(type_, 0, request.epoch, request.seq)
+    else:
+        chk.fail(f"exchange of type {x['type']!r} is not a catalog, chunk or close")
+    check_reply(chk, session, state, request, reply_header, media_id, x["answer"], x["reply"])
+    if type_ == ref.MESSAGE_TYPES["catalog"]:
+        check_catalog(chk, session, h(x["answer"]))
+    if type_ == ref.MESSAGE_TYPES["close"]:
+        chk.equal("answer (§13: close is empty)", "", x["answer"])
+
+
+def chunk_reply(chk, session, state, request, payload, answer):
+    """§12-§13, §15: the server counts the chunk and builds the clear header
+    (index, media size, FlagFinal, remaining, FlagRekeySoon) from the request,
+    the catalog and the epoch's counters; the answer has the exact length."""
+    index, media_id = ref.parse_chunk_request(payload)
+    if media_id not in session.media_sizes:
+        chk.fail(f"chunk of {media_id!r}, which is not in the catalog")
+    media_size = session.media_sizes[media_id]
+    expected_length = ref.chunk_length(index, session.chunk_size, media_size)
+    chk.equal("answer length (§13)", expected_length, len(answer))
+    state.accounting.accept_chunk(EPOCH_AGE_SECONDS)
+    header = ref.chunk_reply_header(state.accounting, request, index, media_size, EPOCH_AGE_SECONDS)
+    return header, media_id
+
+
+def check_catalog(chk, session, answer):
+    """§13 catalog reply: a JSON array of MediaInfo with valid ids."""
+    chk.equal("answer (catalog JSON)", session.catalog, json.loads(answer))
+    for media in session.catalog:
+        chk.holds(f"catalog id {media['id']!r} is a valid media id", ref.valid_media_id(media["id"]))
+
+
+def check_rekey(chk, r, session, state):
+    """§15 rotation: the rekey request under epoch n, the signed RekeyHello
+    sealed as its reply, the rekey transcript chaining epoch n's hash."""
+    chk.at("rekey")
+    suite, group = session.suite, session.suite.group
+    client_private, server_private = h(r["client_x25519_private"]), h(r["server_x25519_private"])
+    payload = h(r["request_payload"])
+    rekey_request = ref.parse_rekey_request(payload)
+    chk.equal_hex("request_payload key_share", rekey_request.key_share.hex(),
+                  ref.key_share(group, client_private))
+    request = check_request(chk, session, state, ref.MESSAGE_TYPES["rekey"], payload, r["envelope"])
+    hello_raw = h(r["rekey_hello"])
+    hello = ref.parse_rekey_hello(hello_raw, state.number + 1)
+    chk.equal_hex("rekey_hello key_share", hello.key_share.hex(), ref.key_share(group, server_private))
+    chk.equal("rekey_hello limits (the server's, as in the ServerHello)", session.limits, hello.limits)
+    client_side = ref.shared_secret(group, client_private, hello.key_share)
+    server_side = ref.shared_secret(group, server_private, rekey_request.key_share)
+    chk.equal_hex("shared (client side)", r["shared"], client_side)
+    chk.equal_hex("shared (server side)", r["shared"], server_side)
+    parts = [state.epoch.transcript_hash, payload, hello_raw]
+    transcript = ref.transcript_hash(suite.hash, ref.REKEY_TRANSCRIPT_CONTEXT, parts)
+    chk.equal_hex("transcript_hash", r["transcript_hash"], transcript)
+    chk.equal_hex("signature (re-signed)", r["signature"], ref.ed25519_sign(session.server_seed, transcript))
+    check_signed(chk, "signed", h(r["signed"]), r["rekey_hello"], r["signature"], session.server_seed,
+                 transcript)
+    reply_header = ref.ReplyHeader(request.type, 0, request.epoch, request.seq)
+    check_reply(chk, session, state, request, reply_header, "", r["signed"], r["reply"])
+    return client_side, transcript, hello.limits
+
+
+# ---------------------------------------------------------------------------
+
+SECTIONS = {
+    "contexts": (check_contexts, "set"),
+    "expand_label": (check_expand_label, "vectors"),
+    "key_schedule": (check_key_schedule, "vectors"),
+    "traffic": (check_traffic, "suites"),
+    "groups": (check_groups, "groups"),
+    "transcripts": (check_transcripts, "vectors"),
+    "signatures": (check_signatures, "vectors"),
+    "request_headers": (check_request_headers, "vectors"),
+    "response_headers": (check_response_headers, "vectors"),
+    "reply_ad": (check_reply_ad, "vectors"),
+    "chunk_requests": (check_chunk_requests, "vectors"),
+    "session": (check_session, "steps"),
+}
+NOT_VECTORS = {"comment"}
+
+
+def check_section(name, data):
+    """Runs one section's check; any refusal from drmref also names the vector."""
+    check = SECTIONS[name][0]
+    chk = Checker(name)
+    try:
+        count = check(data, chk)
+    except Mismatch:
+        raise
+    except Exception as err:  # a ProtocolError, or a value the spec does not allow
+        raise Mismatch(f"{name}: {chk.where}: {type(err).__name__}: {err}") from err
+    return count, chk.compared
+
+
+def check_all(vectors):
+    unknown = sorted(set(vectors) - set(SECTIONS) - NOT_VECTORS)
+    if unknown:
+        raise Mismatch(f"sections {unknown} are not checked by drmref: extend it (README.md)")
+    missing = sorted(set(SECTIONS) - set(vectors))
+    if missing:
+        raise Mismatch(f"sections {missing} are missing from the file")
+    for name, (_, unit) in SECTIONS.items():
+        count, compared = check_section(name, vectors[name])
+        print(f"{name:17} {count:3} {unit:8} {compared:4} values match")
+
+
+# ---------------------------------------------------------------------------
+# --self-test
+
+
+def leaves(node, path=()):
+    """Paths to every number and string of a section."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, path + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from leaves(value, path + (i,))
+    elif node is not None:
+        yield path
+
+
+def is_hex(value):
+    try:
+        return len(value) > 0 and len(value) % 2 == 0 and bytes.fromhex(value).hex() == value
+    except ValueError:
+        return False
+
+
+def corruptions(value):
+    """(byte offset or None, value with one bit flipped) for a leaf."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [(None, value ^ 1)]
+    if isinstance(value, float):
+        (bits,) = struct.unpack(">Q", struct.pack(">d", value))
+        return [(None, struct.unpack(">d", struct.pack(">Q", bits ^ 1))[0])]
+    if is_hex(value):
+        data = h(value)
+        return [(offset, flip_bit(data, offset).hex()) for offset in sorted({0, len(data) - 1})]
+    if value:
+        return [(None, chr(ord(value[0]) ^ 1) + value[1:])]
+    return []  # an empty string has no bit to flip
+
+
+# Bit 4, not bit 0: X25519 clamps the low three bits of a private key's
+# first byte away (RFC 7748 §5), so flipping one of them changes nothing.
+FLIPPED_BIT = 0x10
+
+
+def flip_bit(data, offset):
+    return data[:offset] + bytes([data[offset] ^ FLIPPED_BIT]) + data[offset + 1 :]
+
+
+MLKEM_ONLY = {
+    "mlkem_seed": None,  # None: the whole value
+    "mlkem_encaps_random": None,
+    "client_share": ref.MLKEM768_ENCAPS_KEY_LEN,
+    "server_share": ref.MLKEM768_CIPHERTEXT_LEN,
+    "shared": ref.MLKEM768_SHARED_LEN,
+}
+
+
+def needs_mlkem(vectors, path, offset):
+    """Bytes of the hybrid group vector that only ML-KEM-768 could check:
+    drmref takes them as given, so corrupting them cannot be noticed."""
+    if path[0] != "groups" or vectors["groups"][path[1]]["group"] != "X25519MLKEM768":
+        return False
+    if path[2] not in MLKEM_ONLY:
+        return False
+    limit = MLKEM_ONLY[path[2]]
+    return limit is None or (offset is not None and offset < limit)
+
+
+def get_path(node, path):
+    for key in path:
+        node = node[key]
+    return node
+
+
+def describe(path, offset):
+    where = path[0] + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path[1:])
+    return where if offset is None else f"{where} byte {offset}"
+
+
+def self_test(vectors):
+    """Every one-bit corruption must make its section's check fail."""
+    undetected, excused = [], []
+    for name in SECTIONS:
+        tried = 0
+        for path in leaves(vectors[name], (name,)):
+            for offset, corrupted in corruptions(get_path(vectors, path)):
+                if needs_mlkem(vectors, path, offset):
+                    excused.append(describe(path, offset))
+                    continue
+                tried += 1
+                copy_ = copy.deepcopy(vectors[name])
+                get_path(copy_, path[1:-1])[path[-1]] = corrupted
+                try:
+                    check_section(name, copy_)
+                except Mismatch:
+                    continue
+                undetected.append(describe(path, offset))
+        print(f"self-test {name:17} {tried:4} one-bit corruptions")
+    print(f"self-test: excused (ML-KEM-768 only, README.md): {', '.join(excused) or 'none'}")
+    if undetected:
+        print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
+        for item in undetected:
+            print(f"  {item}", file=sys.stderr)
+        return False
+    print("self-test: every corruption was detected")
+    return True
+
+
+def main(argv):
+    args = [a for a in argv if a != "--self-test"]
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as f:
+        vectors = json.load(f)
+    try:
+        check_all(vectors)
+    except Mismatch as err:
+        print(f"MISMATCH {err}", file=sys.stderr)
+        return 1
+    print(f"all sections of {args[0]} match docs/PROTOCOL.md (drmref)")
+    if "--self-test" in argv:
+        return 0 if self_test(vectors) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
