@@ -146,6 +146,18 @@ func (c *catalog) list(r *http.Request, next caddyhttp.Handler) ([]protocol.Medi
 	return snap.items, nil
 }
 
+// stale makes the next request read the catalog again, unless it was read
+// less than catalogMissTTL ago: a medium that changed at the origin shows
+// its new size soon, and a medium that keeps disagreeing cannot make every
+// request list the origin.
+func (c *catalog) stale() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != nil && time.Since(c.snap.fetched) >= catalogMissTTL {
+		c.snap.fetched = time.Time{}
+	}
+}
+
 // lookup finds one item. An unknown id refreshes the catalog at most every
 // catalogMissTTL, so new media appear quickly but unknown ids cannot
 // hammer the origin.

@@ -122,6 +122,14 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
 	}
+	if slice.total != item.Size {
+		// The medium changed since the catalog was read, or the origin
+		// answers with something else: refuse, and read the catalog
+		// again soon.
+		h.catalog.stale()
+		err := fmt.Errorf("%w: %s is %d bytes at the origin but %d in the catalog", protocol.ErrOrigin, req.MediaID, slice.total, item.Size)
+		return h.fail(w, statusFor(err), err)
+	}
 	sealed, err := sess.SealChunk((*buf)[:0], accepted, uint64(slice.total), slice.data)
 	if err != nil {
 		return h.fail(w, statusFor(err), err)
@@ -161,7 +169,7 @@ func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
 	if code == "" {
 		code, reason = "internal", "internal error"
 	}
-	for _, private := range []error{protocol.ErrOrigin, protocol.ErrNotFound, protocol.ErrOutOfRange} {
+	for _, private := range []error{protocol.ErrOrigin, protocol.ErrOriginTimeout, protocol.ErrNotFound, protocol.ErrOutOfRange} {
 		if errors.Is(err, private) {
 			// The details name origin paths, upstreams and files: they go
 			// to Caddy's log (through the returned error), not to the client.
@@ -194,6 +202,8 @@ func statusFor(err error) int {
 		return http.StatusRequestedRangeNotSatisfiable
 	case errors.Is(err, protocol.ErrOrigin):
 		return http.StatusBadGateway
+	case errors.Is(err, protocol.ErrOriginTimeout):
+		return http.StatusGatewayTimeout
 	}
 	return http.StatusBadRequest
 }

@@ -38,6 +38,10 @@ import (
 // testChunkSize keeps media small: the smallest chunk the protocol allows.
 const testChunkSize = protocol.MinChunkSize
 
+// testRetryBudget keeps clients from waiting out the failures these tests
+// make on purpose (clientproxy's own tests cover the retries).
+const testRetryBudget = 200 * time.Millisecond
+
 // originSecret is the value of the headers the fake origins set; no
 // response of the handler may carry it.
 const originSecret = "origin-secret-4f1c"
@@ -205,7 +209,7 @@ func newEnv(t testing.TB, next caddyhttp.Handler, mutate func(*Handler)) *env {
 // transport.
 func (e *env) client(t testing.TB) *clientproxy.Client {
 	t.Helper()
-	c, err := clientproxy.NewClient(clientproxy.ClientOptions{ServerURL: e.url, Roots: e.roots, HTTPClient: e.http})
+	c, err := clientproxy.NewClient(clientproxy.ClientOptions{ServerURL: e.url, Roots: e.roots, HTTPClient: e.http, RetryBudget: testRetryBudget})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +506,7 @@ func newServerFor(t testing.TB, h *Handler, next caddyhttp.Handler) *httptest.Se
 // clientFor makes a client of the server at url that pins roots.
 func clientFor(t testing.TB, url string, roots *x509.CertPool) *clientproxy.Client {
 	t.Helper()
-	c, err := clientproxy.NewClient(clientproxy.ClientOptions{ServerURL: url, Roots: roots})
+	c, err := clientproxy.NewClient(clientproxy.ClientOptions{ServerURL: url, Roots: roots, RetryBudget: testRetryBudget})
 	if err != nil {
 		t.Fatal(err)
 	}

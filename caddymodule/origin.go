@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +40,11 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 		cw.status = http.StatusOK
 	}
 	out := originSlice{data: cw.buf, contentType: cw.header.Get("Content-Type")}
+	if cw.status < 300 && isErrorPage(out.contentType) {
+		// A misconfigured origin's error page, answered as a success:
+		// never sealed and served as media.
+		return originSlice{}, fmt.Errorf("%w: %s answered %d with a %s page", protocol.ErrOrigin, originPath, cw.status, out.contentType)
+	}
 	switch cw.status {
 	case http.StatusPartialContent:
 		start, end, total, ok := parseContentRange(cw.header.Get("Content-Range"))
@@ -72,6 +78,8 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 		return originSlice{}, fmt.Errorf("%w: offset %d", protocol.ErrOutOfRange, offset)
 	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
 		return originSlice{}, fmt.Errorf("%w: %s answered %d", protocol.ErrNotFound, originPath, cw.status)
+	case http.StatusGatewayTimeout:
+		return originSlice{}, fmt.Errorf("%w: %s answered %d", protocol.ErrOriginTimeout, originPath, cw.status)
 	default:
 		return originSlice{}, fmt.Errorf("%w: %s answered %d", protocol.ErrOrigin, originPath, cw.status)
 	}
@@ -128,12 +136,26 @@ func originPathFor(prefix, id string) string {
 	return path.Join("/", prefix, id)
 }
 
+// originError classifies an error the origin returned without writing a
+// response (file_server's 404, reverse_proxy's 502 or 504).
 func originError(err error) error {
 	var he caddyhttp.HandlerError
-	if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusForbidden) {
+	errors.As(err, &he)
+	switch {
+	case he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusForbidden || he.StatusCode == http.StatusGone:
 		return fmt.Errorf("%w: %v", protocol.ErrNotFound, err)
+	case he.StatusCode == http.StatusGatewayTimeout || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %v", protocol.ErrOriginTimeout, err)
 	}
 	return fmt.Errorf("%w: %v", protocol.ErrOrigin, err)
+}
+
+// isErrorPage reports a content type no medium has: the HTML (or plain
+// text) page an origin or a proxy answers when something went wrong.
+func isErrorPage(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "text/html" || mt == "application/xhtml+xml"
 }
 
 // errEnough stops the origin's copy once the writer holds what it needs.

@@ -34,18 +34,24 @@ type ClientOptions struct {
 	Suites []protocol.Suite
 	// HTTPClient carries the requests; a pooled client when nil.
 	HTTPClient *http.Client
-	Logger     *slog.Logger
+	// RetryBudget bounds how long one request keeps retrying while the
+	// server is unreachable or its origin fails; DefaultRetryBudget when
+	// zero.
+	RetryBudget time.Duration
+	Logger      *slog.Logger
 }
 
 // Client speaks the caddy-drm protocol to one server and implements
 // Source: it runs the handshake on first use, rekeys when the server asks,
-// opens a new session when the old one expires, and returns only chunks
-// that authenticate. It is safe for concurrent use.
+// opens a new session when the old one is gone, waits out a server that
+// restarts (within the retry budget), and returns only chunks that
+// authenticate. It is safe for concurrent use.
 type Client struct {
 	opts   ClientOptions
 	base   string
 	http   *http.Client
 	logger *slog.Logger
+	sleep  func(context.Context, time.Duration) error // sleepCtx; tests make it instant
 
 	mu    sync.Mutex
 	sess  *protocol.ClientSession
@@ -69,24 +75,23 @@ func NewHTTPClient(tlsRoots *x509.CertPool) *http.Client {
 	return &http.Client{Transport: t, Timeout: time.Minute}
 }
 
-// maxAttempts bounds the retries of one request across rekeys and new
-// sessions.
-const maxAttempts = 4
-
 // NewClient checks the options and makes a client; no request is sent yet.
 func NewClient(opts ClientOptions) (*Client, error) {
 	u, err := url.Parse(opts.ServerURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("clientproxy: server URL %q is not an http(s) URL", opts.ServerURL)
+		return nil, fmt.Errorf("server URL %q is not an http(s) URL", opts.ServerURL)
 	}
 	if opts.Roots == nil {
-		return nil, errors.New("clientproxy: no pinned root CA")
+		return nil, errors.New("no pinned root CA")
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = u.Hostname()
 	}
 	if opts.Suites == nil {
 		opts.Suites = protocol.DefaultSuites()
+	}
+	if opts.RetryBudget <= 0 {
+		opts.RetryBudget = DefaultRetryBudget
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -100,6 +105,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		base:   strings.TrimSuffix(opts.ServerURL, "/") + "/v1/",
 		http:   hc,
 		logger: opts.Logger,
+		sleep:  sleepCtx,
 		sizes:  map[string]int64{},
 	}, nil
 }
@@ -107,9 +113,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 // Catalog fetches the server's catalog.
 func (c *Client) Catalog(ctx context.Context) ([]protocol.MediaInfo, error) {
 	var items []protocol.MediaInfo
-	err := c.do(ctx, func(s *protocol.ClientSession) (*protocol.Request, error) {
-		return s.NewCatalogRequest(), nil
-	}, func(req *protocol.Request, body []byte) error {
+	_, err := c.do(ctx, "catalog", (*protocol.ClientSession).NewCatalogRequest, func(req *protocol.Request, body []byte) error {
 		payload, err := req.OpenReply(body)
 		if err != nil {
 			return err
@@ -130,7 +134,7 @@ func (c *Client) Catalog(ctx context.Context) ([]protocol.MediaInfo, error) {
 
 // ChunkSize is the session's chunk size (it runs the handshake if needed).
 func (c *Client) ChunkSize(ctx context.Context) (int, error) {
-	s, err := c.session(ctx)
+	s, err := c.do(ctx, "handshake", nil, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -140,15 +144,13 @@ func (c *Client) ChunkSize(ctx context.Context) (int, error) {
 // ReadChunk fetches, authenticates and returns chunk index of media id.
 func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte, error) {
 	if index < 0 {
-		return nil, fmt.Errorf("clientproxy: negative chunk index %d", index)
+		return nil, fmt.Errorf("negative chunk index %d", index)
 	}
 	var data []byte
 	var soon bool
-	var sess *protocol.ClientSession
 	var used *protocol.Request
-	err := c.do(ctx, func(s *protocol.ClientSession) (*protocol.Request, error) {
-		sess = s
-		return s.NewChunkRequest(id, uint64(index)), nil
+	sess, err := c.do(ctx, fmt.Sprintf("chunk %d of %q", index, id), func(s *protocol.ClientSession) *protocol.Request {
+		return s.NewChunkRequest(id, uint64(index))
 	}, func(req *protocol.Request, body []byte) error {
 		chunk, err := req.OpenChunk(body) // in place: the plaintext takes the ciphertext's bytes
 		if err != nil {
@@ -191,11 +193,7 @@ func (c *Client) Close(ctx context.Context) error {
 	if err == nil {
 		_, err = req.OpenReply(body)
 	}
-	c.mu.Lock()
-	if c.sess == s {
-		c.sess = nil
-	}
-	c.mu.Unlock()
+	c.drop(s)
 	return err
 }
 
@@ -205,39 +203,69 @@ func (c *Client) current() *protocol.ClientSession {
 	return c.sess
 }
 
-// do sends a request built by build and hands the reply to open, and
-// recovers from the two conditions the server may impose: a key epoch at
-// its limit (rekey, then retry) and an expired session (new handshake,
-// then retry). Authentication failures are never retried.
-func (c *Client) do(ctx context.Context, build func(*protocol.ClientSession) (*protocol.Request, error), open func(*protocol.Request, []byte) error) error {
-	var err error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		var s *protocol.ClientSession
-		if s, err = c.session(ctx); err != nil {
-			return err
+// do runs one exchange — the request build makes, its reply handed to
+// open; only a session when build is nil — until it succeeds or its
+// failure is final (remedyFor), and returns the session it used. A key
+// epoch at its limit is rekeyed, a lost session renewed, a replayed
+// sequence number resent; an unreachable server or a failing origin is
+// waited out with backoff, for at most the retry budget. what names the
+// exchange in the log.
+func (c *Client) do(ctx context.Context, what string, build func(*protocol.ClientSession) *protocol.Request, open func(*protocol.Request, []byte) error) (*protocol.ClientSession, error) {
+	start := time.Now()
+	quick, waits := 0, 0
+	for {
+		s, req, err := c.try(ctx, build, open)
+		if err == nil {
+			return s, nil
 		}
-		var req *protocol.Request
-		if req, err = build(s); err != nil {
-			return err
+		r := remedyFor(err)
+		if ctx.Err() != nil {
+			r = giveUp
 		}
-		var body []byte
-		body, err = c.post(ctx, req.Type().String(), req.Envelope())
-		switch {
-		case err == nil:
-			return open(req, body)
-		case errors.Is(err, protocol.ErrRekeyRequired), errors.Is(err, protocol.ErrEpochRetired):
+		switch r {
+		case giveUp:
+			return nil, err
+		case wait:
+			d := backoff(waits)
+			waits++
+			if elapsed := time.Since(start); elapsed+d > c.opts.RetryBudget {
+				return nil, fmt.Errorf("%w (gave up after %v)", err, elapsed.Round(time.Millisecond))
+			}
+			c.logger.Warn("retrying", "what", what, "in", d.Round(time.Millisecond), "err", err)
+			if err := c.sleep(ctx, d); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if quick++; quick > maxQuickRetries {
+			return nil, fmt.Errorf("%w (after %d retries)", err, maxQuickRetries)
+		}
+		switch r {
+		case rekey:
 			if rerr := c.rekey(ctx, s, req.Epoch()); rerr != nil {
 				c.logger.Info("rekey failed, starting a new session", "err", rerr)
 				c.drop(s)
 			}
-		case errors.Is(err, protocol.ErrUnknownSession):
-			c.logger.Info("session expired on the server, starting a new one")
+		case renew:
+			c.logger.Info("starting a new session", "what", what, "err", err)
 			c.drop(s)
-		default:
-			return err
 		}
 	}
-	return err
+}
+
+// try is one attempt of do: a session (a handshake when there is none),
+// then the request and its reply.
+func (c *Client) try(ctx context.Context, build func(*protocol.ClientSession) *protocol.Request, open func(*protocol.Request, []byte) error) (*protocol.ClientSession, *protocol.Request, error) {
+	s, err := c.session(ctx)
+	if err != nil || build == nil {
+		return s, nil, err
+	}
+	req := build(s)
+	body, err := c.post(ctx, req.Type().String(), req.Envelope())
+	if err != nil {
+		return s, req, err
+	}
+	return s, req, open(req, body)
 }
 
 // session returns the current session, running a handshake if none.
@@ -257,11 +285,11 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	}
 	reply, err := c.post(ctx, "handshake", hello)
 	if err != nil {
-		return nil, fmt.Errorf("clientproxy: handshake: %w", err)
+		return nil, err
 	}
 	s, err := hs.Finish(reply)
 	if err != nil {
-		return nil, fmt.Errorf("clientproxy: handshake: %w", err)
+		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	c.logger.Info("session opened", "suite", s.Suite(), "chunk_size", s.ChunkSize(),
 		"rekey_after_chunks", s.Limits().Chunks)
@@ -303,9 +331,8 @@ func (c *Client) rekey(ctx context.Context, s *protocol.ClientSession, from uint
 	return nil
 }
 
-// post sends one protocol message and returns the reply body, or the
-// server's refusal as an error wrapping the protocol sentinel of its
-// Drm-Error code.
+// post sends one protocol message to endpoint and returns the reply body,
+// or a *serverError for a refusal.
 func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte, error) {
 	ctype := "application/octet-stream"
 	if endpoint == "handshake" {
@@ -318,27 +345,28 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte
 	req.Header.Set("Content-Type", ctype)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("clientproxy: %s: %w", endpoint, err)
+		return nil, fmt.Errorf("%s: %w", endpoint, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection reusable
+		se := &serverError{endpoint: endpoint, status: resp.StatusCode, err: errors.New("no Drm-Error header")}
 		if code := resp.Header.Get("Drm-Error"); code != "" {
-			return nil, fmt.Errorf("clientproxy: %s: %d: %w", endpoint, resp.StatusCode, protocol.ErrorFromCode(code))
+			se.err = protocol.ErrorFromCode(code)
 		}
-		return nil, fmt.Errorf("clientproxy: %s: server answered %s", endpoint, resp.Status)
+		return nil, se
 	}
 	reply, err := readReply(resp)
 	if err != nil {
-		return nil, fmt.Errorf("clientproxy: %s: reading the reply: %w", endpoint, err)
+		return nil, fmt.Errorf("%s: reading the reply: %w", endpoint, err)
 	}
 	return reply, nil
 }
 
-// readReply reads a reply body of at most protocol.MaxReplySize bytes. With a
-// Content-Length (which the server always sends) it is one allocation of
-// the exact size, which the chunk's plaintext then shares: chunks are
-// opened in place.
+// readReply reads a reply body of at most protocol.MaxReplySize bytes.
+// With a Content-Length (which the server always sends) it is one
+// allocation of the exact size, which the chunk's plaintext then shares:
+// chunks are opened in place.
 func readReply(resp *http.Response) ([]byte, error) {
 	if n := resp.ContentLength; n >= 0 {
 		if n > protocol.MaxReplySize {

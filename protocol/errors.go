@@ -29,11 +29,12 @@ var (
 
 	// Conditions of the server and its origin, with wire codes so that a
 	// client can tell them apart.
-	ErrNotFound   = errors.New("no such media")
-	ErrOutOfRange = errors.New("chunk past the end of the media")
-	ErrBusy       = errors.New("server holds too many sessions")
-	ErrForbidden  = errors.New("only the drm protocol is served here; media are not available in the clear")
-	ErrOrigin     = errors.New("origin failed")
+	ErrNotFound      = errors.New("no such media")
+	ErrOutOfRange    = errors.New("chunk past the end of the media")
+	ErrBusy          = errors.New("server holds too many sessions")
+	ErrForbidden     = errors.New("only the drm protocol is served here; media are not available in the clear")
+	ErrOrigin        = errors.New("origin failed")
+	ErrOriginTimeout = errors.New("origin timed out")
 )
 
 var errorCodes = []struct {
@@ -57,6 +58,7 @@ var errorCodes = []struct {
 	{ErrBusy, "busy"},
 	{ErrForbidden, "forbidden"},
 	{ErrOrigin, "origin"},
+	{ErrOriginTimeout, "origin-timeout"},
 }
 
 // ErrorCode returns the stable wire code of err's sentinel, or "" if err
@@ -71,17 +73,30 @@ func ErrorCode(err error) string {
 }
 
 // ErrorFromCode turns a Drm-Error header value ("code: reason") back into
-// an error wrapping the code's sentinel, so clients can use errors.Is.
+// an error wrapping the code's sentinel, so clients can use errors.Is. Its
+// message is the server's reason (which already names the sentinel).
 func ErrorFromCode(header string) error {
 	code, reason, _ := strings.Cut(header, ":")
-	code = strings.TrimSpace(code)
+	code, reason = strings.TrimSpace(code), strings.TrimSpace(reason)
 	for _, c := range errorCodes {
 		if c.code == code {
-			return fmt.Errorf("server: %w:%s", c.err, reason)
+			if reason == "" {
+				reason = c.err.Error()
+			}
+			return &remoteError{sentinel: c.err, reason: reason}
 		}
 	}
-	return fmt.Errorf("server: %s", header)
+	return fmt.Errorf("unknown error code: %s", header)
 }
+
+// remoteError is a refusal as the server worded it.
+type remoteError struct {
+	sentinel error
+	reason   string
+}
+
+func (e *remoteError) Error() string { return e.reason }
+func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // noCommonSuiteError names both lists so an operator can see at once why
 // negotiation failed.
