@@ -13,7 +13,11 @@ naming the first mismatch: section, vector, field, expected and got.
 first and of the last byte of a byte string, the low bit of a number or of a
 text's first character) and requires the check of that value's section to
 fail then. The only values excused are those only ML-KEM-768 could check
-(see README.md).
+(see README.md). It then puts lax signature verifiers (one that accepts
+anything, PSS without the salt length check, a hash other than the one
+asked for) in place of drmref's and requires the sections that verify
+signatures to fail with each. DRMREF_VERBOSE=1 prints why each lax
+verifier was caught.
 """
 
 import copy
@@ -268,7 +272,107 @@ def check_signatures(items, chk):
         chk.equal_hex("signed_content", v["signed_content"], ref.signed_content(transcript))
         chk.equal_hex("signature", v["signature"], ref.ed25519_sign(seed, transcript))
         chk.holds("signature verifies", signature_verifies(h(v["public_key"]), transcript, h(v["signature"])))
+        chk.holds("signature refused over another transcript hash",
+                  not signature_verifies(h(v["public_key"]), flip_bit(transcript, 0), h(v["signature"])))
     return len(items)
+
+
+# What a verifier must refuse (§9: "the verifier accepts only exactly these
+# parameters"): each of these variants of the spec's scheme, applied to a
+# signature made under the spec's scheme (222 is the largest salt for a
+# 2048-bit key with SHA-256). For RSA-PSS, check_signature_checks also shows
+# that the signature verifies when the salt length is read from it (PSS.AUTO),
+# so the refusals fail for the parameter and not by accident.
+WRONG_PARAMETERS = {
+    "ecdsa": [
+        ("hash", lambda p: [ref.SignatureParameters(p.name, "ecdsa", x)
+                            for x in ("sha1", "sha256", "sha384", "sha512") if x != p.hash]),
+    ],
+    "rsa-pss": [
+        ("salt length", lambda p: [ref.SignatureParameters(p.name, "rsa-pss", p.hash, p.mgf1_hash, n)
+                                   for n in (0, 20, 31, 33, 48, 64, 222)]),
+        ("hash", lambda p: [ref.SignatureParameters(p.name, "rsa-pss", x, x, p.salt_length)
+                            for x in ("sha1", "sha384", "sha512")]),
+        ("MGF1 hash", lambda p: [ref.SignatureParameters(p.name, "rsa-pss", p.hash, x, p.salt_length)
+                                 for x in ("sha1", "sha384", "sha512")]),
+        ("padding", lambda p: [ref.SignatureParameters(p.name, "rsa-pkcs1v15", p.hash)]),
+    ],
+}
+RANDOMISED_SCHEMES = {ref.ECDSA_P256_SCHEME.name, ref.ECDSA_P384_SCHEME.name, ref.RSA_PSS_SCHEME.name}
+
+
+def describe_parameters(p):
+    extra = "" if p.algorithm != "rsa-pss" else f", MGF1-{p.mgf1_hash}, salt {p.salt_length}"
+    return f"{p.algorithm} {p.hash}{extra}"
+
+
+def check_signature_checks(items, chk):
+    """§9 randomised schemes (ECDSA P-256/SHA-256, P-384/SHA-384, RSA-PSS):
+    they cannot be re-signed, so each signature is verified over the signed
+    content recomputed from the transcript hash, with the scheme §9 assigns to
+    the key's type, and must be refused under every other parameter, over
+    other content and with another signature."""
+    covered = set()
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['key_type']}")
+        key = ref.load_public_key(h(v["public_key"]))
+        params = ref.server_signature_parameters(key)
+        chk.equal("key_type (§9: the scheme of the key's type)", v["key_type"], params.name)
+        covered.add(params.name)
+        transcript, signature = h(v["transcript_hash"]), h(v["signature"])
+        content = ref.signed_content(transcript)
+        chk.equal_hex("signed_content", v["signed_content"], content)
+        chk.holds("signature verifies under §9's parameters",
+                  ref.verify_signature(key, params, content, signature))
+        chk.holds("signature verifies as the client checks it (§9)",
+                  server_signature_verifies(key, transcript, signature))
+        if params.algorithm == "ecdsa":
+            chk.holds("signature is DER (r, s)", ref.is_der_ecdsa_signature(signature))
+        if params.algorithm == "rsa-pss":
+            chk.holds(f"RSA key of {key.key_size} bits, at least {ref.RSA_MIN_BITS} (§9)",
+                      key.key_size >= ref.RSA_MIN_BITS)
+            chk.equal("PSS salt length found in the signature (RFC 8017, no library PSS)", ref.PSS_SALT_LEN,
+                      ref.rsa_pss_salt_length(key, content, signature, params.hash, params.mgf1_hash))
+            auto = pss_auto(params)
+            chk.holds("sanity: accepted with the salt length read from the signature (PSS.AUTO)",
+                      library_pss_verifies(key, auto, content, signature))
+        for what, variants in WRONG_PARAMETERS.get(params.algorithm, []):
+            for wrong in variants(params):
+                chk.holds(f"refused with another {what}: {describe_parameters(wrong)}",
+                          not ref.verify_signature(key, wrong, content, signature))
+        chk.holds("refused over another transcript hash",
+                  not server_signature_verifies(key, flip_bit(transcript, 0), signature))
+        chk.holds("refused without the context string (§9)",
+                  not ref.verify_signature(key, params, transcript, signature))
+        chk.holds("refused: another signature",
+                  not server_signature_verifies(key, transcript, flip_bit(signature, 5)))
+    chk.at("all")
+    chk.equal("randomised schemes covered", sorted(RANDOMISED_SCHEMES), sorted(covered))
+    return len(items)
+
+
+def server_signature_verifies(key, transcript, signature):
+    try:
+        ref.verify_server_signature(key, transcript, signature)
+    except ref.ProtocolError:
+        return False
+    return True
+
+
+def pss_auto(params):
+    """The parameters with the salt length the library reads from the signature."""
+    auto = ref.padding.PSS.AUTO
+    return ref.SignatureParameters(params.name, "rsa-pss", params.hash, params.mgf1_hash, auto)
+
+
+def library_pss_verifies(key, params, content, signature):
+    """The library's PSS alone (for AUTO, which drmref's verifier never uses)."""
+    pss = ref.padding.PSS(ref.padding.MGF1(ref.hash_algorithm(params.mgf1_hash)), params.salt_length)
+    try:
+        key.verify(signature, content, pss, ref.hash_algorithm(params.hash))
+    except ref.InvalidSignature:
+        return False
+    return True
 
 
 def message_type(chk, name):
@@ -536,6 +640,7 @@ SECTIONS = {
     "groups": (check_groups, "groups"),
     "transcripts": (check_transcripts, "vectors"),
     "signatures": (check_signatures, "vectors"),
+    "signature_checks": (check_signature_checks, "vectors"),
     "request_headers": (check_request_headers, "vectors"),
     "response_headers": (check_response_headers, "vectors"),
     "reply_ad": (check_reply_ad, "vectors"),
@@ -650,8 +755,69 @@ def describe(path, offset):
     return where if offset is None else f"{where} byte {offset}"
 
 
+def lax_verifiers(strict):
+    """Verifiers that §9 forbids, each in place of drmref.verify_signature:
+    the check must notice every one, or it could not tell a broken verifier
+    from a good one."""
+
+    def accepts_anything(key, params, message, signature):
+        return True
+
+    def reads_pss_salt_length_from_signature(key, params, message, signature):
+        if params.algorithm != "rsa-pss":
+            return strict(key, params, message, signature)
+        return library_pss_verifies(key, pss_auto(params), message, signature)
+
+    def hash_chosen_by_key(key, params, message, signature):
+        if params.algorithm in ("ecdsa", "rsa-pss"):
+            try:
+                spec = ref.server_signature_parameters(key)
+            except ref.ProtocolError:
+                return False
+            params = ref.SignatureParameters(params.name, params.algorithm, spec.hash, spec.mgf1_hash,
+                                             params.salt_length)
+        return strict(key, params, message, signature)
+
+    def any_salt_length(key, params, message, signature):
+        if params.algorithm != "rsa-pss":
+            return strict(key, params, message, signature)
+        return ref.rsa_pss_salt_length(key, message, signature, params.hash, params.mgf1_hash) is not None
+
+    return {
+        "accepts anything": (accepts_anything, ("signatures", "signature_checks")),
+        "PSS salt length read from the signature (library AUTO)": (
+            reads_pss_salt_length_from_signature, ("signature_checks",)),
+        "PSS salt length not checked (RFC 8017 decoding)": (any_salt_length, ("signature_checks",)),
+        "hash chosen by the key, not by the parameters": (hash_chosen_by_key, ("signature_checks",)),
+    }
+
+
+def self_test_verifiers(vectors):
+    """Each lax verifier must make the sections that verify signatures fail."""
+    strict, unnoticed = ref.verify_signature, []
+    for name, (lax, sections) in lax_verifiers(strict).items():
+        ref.verify_signature = lax
+        try:
+            for section in sections:
+                try:
+                    check_section(section, vectors[section])
+                except Mismatch as err:
+                    if VERBOSE:
+                        print(f"  {name}: {err}")
+                    continue
+                unnoticed.append(f"{name} ({section})")
+        finally:
+            ref.verify_signature = strict
+        print(f"self-test lax verifier: {name}, in {', '.join(sections)}")
+    return unnoticed
+
+
+VERBOSE = os.environ.get("DRMREF_VERBOSE") == "1"
+
+
 def self_test(vectors):
-    """Every one-bit corruption must make its section's check fail."""
+    """Every one-bit corruption must make its section's check fail, and so
+    must every lax signature verifier."""
     undetected, excused = [], []
     for name in SECTIONS:
         tried = 0
@@ -670,12 +836,13 @@ def self_test(vectors):
                 undetected.append(describe(path, offset))
         print(f"self-test {name:17} {tried:4} one-bit corruptions")
     print(f"self-test: excused (ML-KEM-768 only, README.md): {', '.join(excused) or 'none'}")
+    undetected += [f"lax verifier: {item}" for item in self_test_verifiers(vectors)]
     if undetected:
         print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
         for item in undetected:
             print(f"  {item}", file=sys.stderr)
         return False
-    print("self-test: every corruption was detected")
+    print("self-test: every corruption and every lax verifier was detected")
     return True
 
 
