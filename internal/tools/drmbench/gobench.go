@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -25,7 +24,7 @@ type goBenchResults map[string]struct{ ns, mbs *sample }
 func (b *bench) runGoBench(testBin, re, benchtime string, count int) (goBenchResults, error) {
 	cmd := exec.Command(testBin, "-test.run", "^$", "-test.bench", re, "-test.benchtime", benchtime,
 		"-test.count", strconv.Itoa(count), "-test.cpu", "1", "-test.benchmem")
-	cmd.Dir = filepath.Join(b.repoDir(), "protocol") // testdata relative paths
+	cmd.Dir = filepath.Join(b.repo, "protocol") // testdata relative paths
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
@@ -53,18 +52,14 @@ func (b *bench) runGoBench(testBin, re, benchtime string, count int) (goBenchRes
 	return res, nil
 }
 
-// repoDir is the module root: the current directory under make.
-func (b *bench) repoDir() string {
-	wd, _ := os.Getwd()
-	return wd
-}
-
 // goBench is scenario 3a (server CPU per handshake, in process, from
 // protocol/bench_test.go) plus the seal/open stage costs per suite.
 func (b *bench) goBench() error {
 	logf("scenario 3a: go test -bench in ./protocol (handshake -benchtime %s -count %d; seal/open per suite)", b.cfg.GoBenchTime, b.cfg.GoBenchCount)
 	testBin := filepath.Join(b.tmp, "protocol.test")
-	if out, err := exec.Command("go", "test", "-c", "-o", testBin, "./protocol/").CombinedOutput(); err != nil {
+	build := exec.Command("go", "test", "-c", "-o", testBin, "./protocol/")
+	build.Dir = b.repo // the root module
+	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go test -c ./protocol/: %v\n%s", err, proc.LastLines(string(out), 20))
 	}
 	hs, err := b.runGoBench(testBin, "^BenchmarkHandshake$/^(X25519_AES128_GCM_SHA256|X25519MLKEM768_AES128_GCM_SHA256)$",
