@@ -6,8 +6,8 @@
 //
 //	cd internal/tools && go run ./buildcaddy -config ROOT/xcaddy.json -local ROOT -o ROOT/bin/caddy
 //
-// and without flags, from the root or from internal/tools, it does the
-// same for the checkout it is run in.
+// and without flags (run from internal/tools, or built and run anywhere in
+// the checkout) it does the same for the checkout it runs in.
 //
 // The result equals what a user gets from
 //
