@@ -5,6 +5,9 @@
 
 GO        ?= go
 BIN       := bin
+# buildcaddy and drmbench are a module of their own, so that xcaddy and
+# golang.org/x/image are no dependencies of the caddy-drm module.
+TOOLS     := internal/tools
 FUZZTIME  ?= 3s
 FUZZ_PKGS := ./protocol ./caddymodule
 
@@ -13,9 +16,10 @@ FUZZ_PKGS := ./protocol ./caddymodule
 all: caddy clientproxy
 
 # Caddy v2.11.9 with this module, from xcaddy.json (the xcaddy library,
-# with this checkout replacing the published module).
+# with this checkout replacing the published module), built by buildcaddy
+# in the tools module.
 caddy:
-	$(GO) run ./internal/tools/buildcaddy -config xcaddy.json -o $(BIN)/caddy
+	cd $(TOOLS) && $(GO) run ./buildcaddy -config $(CURDIR)/xcaddy.json -local $(CURDIR) -o $(CURDIR)/$(BIN)/caddy
 
 clientproxy:
 	$(GO) build -o $(BIN)/clientproxy ./cmd/clientproxy
@@ -35,17 +39,21 @@ ref: deps
 
 # The reference vectors check, formatting, vet, every test with the race
 # detector (the end-to-end tests build Caddy and clientproxy themselves and
-# fail, not skip, when a tool is missing), then each fuzz target briefly.
+# fail, not skip, when a tool is missing) in both modules, then each fuzz
+# target briefly.
 test: deps ref check
 	DRM_E2E_STRICT=1 $(GO) test -race -count=1 -timeout 30m ./...
+	cd $(TOOLS) && $(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
 test-short:
 	$(GO) test -short ./...
+	cd $(TOOLS) && $(GO) test -short ./...
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd $(TOOLS) && $(GO) vet ./...
 
 fuzz:
 	@set -e; for pkg in $(FUZZ_PKGS); do \
@@ -60,9 +68,11 @@ e2e: deps
 	DRM_E2E_STRICT=1 $(GO) test -race -count=1 -v ./e2e/
 
 # caddy-drm against plain Caddy, on loopback (bench/README.md): ~10 min;
-# BENCH_QUICK=1 for a 1-2 min smoke run.
+# BENCH_QUICK=1 for a 1-2 min smoke run. drmbench is built in the tools
+# module and run from here.
 bench: caddy clientproxy
-	$(GO) run ./internal/tools/drmbench -caddy $(BIN)/caddy -clientproxy $(BIN)/clientproxy -out bench/results
+	cd $(TOOLS) && $(GO) build -o $(CURDIR)/$(BIN)/drmbench ./drmbench
+	$(BIN)/drmbench -caddy $(BIN)/caddy -clientproxy $(BIN)/clientproxy -out bench/results
 
 clean:
 	rm -rf $(BIN) demo

@@ -3,29 +3,27 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/caddy-drm/caddy-drm/internal/proc"
 )
 
 // caddyPreamble comes before every test Caddyfile. Global options: no admin
-// endpoint, nothing persisted, no automatic HTTPS (see caddyOptions.HTTPS), loopback only, short
-// graceful shutdown. The snippet e2e_access_log is for site blocks to
-// `import`: a JSON access log to {{.AccessLog}} (every request with its
-// headers, status and bytes written). The identity site answers the
-// per-start random token for Host e2e-identity.invalid on the same port, so
-// startCaddy can tell its own caddy from another process sharing the port.
+// endpoint, nothing persisted, no automatic HTTPS (see caddyOptions.HTTPS),
+// loopback only, short graceful shutdown. The snippet e2e_access_log is for
+// site blocks to `import`: a JSON access log to {{.AccessLog}} (every
+// request with its headers, status and bytes written). The identity site
+// (proc.CaddyAttempt.IdentitySite) answers the attempt's random token for
+// Host e2e-identity.invalid on the test port, so that proc.StartCaddy can
+// tell its own caddy from another process sharing the port.
 const caddyPreamble = `{
 	admin off
 	persist_config off
@@ -49,10 +47,7 @@ const caddyPreamble = `{
 	}
 }
 
-http://` + identityHost + `:{{.Port}} {
-	respond {{q .Token}} 200
-}
-
+{{.IdentitySite}}
 `
 
 const identityHost = "e2e-identity.invalid"
@@ -68,12 +63,13 @@ const fileServerCaddyfile = `http://127.0.0.1:{{.Port}} {
 
 // caddyServer is a caddy started by startCaddy.
 type caddyServer struct {
-	Cmd       *exec.Cmd
-	Port      int
-	BaseURL   string // http://127.0.0.1:PORT
-	Caddyfile string // path of the rendered Caddyfile
-	AccessLog string // path of the JSON access log (if a site imports e2e_access_log)
-	Dir       string // a temp dir of this server (config, log)
+	Proc       *proc.Process
+	Port       int
+	ExtraPorts []int  // caddyOptions.ExtraPorts more ports, checked like Port
+	BaseURL    string // http://127.0.0.1:PORT
+	Caddyfile  string // path of the rendered Caddyfile
+	AccessLog  string // path of the JSON access log (if a site imports e2e_access_log)
+	Dir        string // a temp dir of this server (config, log, caddy's output)
 }
 
 // URL returns BaseURL + "/" + path.
@@ -92,124 +88,64 @@ type caddyOptions struct {
 	// HTTPS keeps automatic HTTPS on (without redirects, and without
 	// touching the system trust store), for sites with `tls internal`.
 	HTTPS bool
+	// ExtraPorts is how many more free ports the template gets, as
+	// .ExtraPorts; caddy must listen on them (checked through /proc).
+	ExtraPorts int
 }
 
 // startCaddy renders site (a text/template of site blocks) after
 // caddyPreamble into a Caddyfile and runs `bin run --config FILE --adapter
-// caddyfile` on a free loopback port. The template sees .Port, .Token,
-// .AccessLog, .Dir, .Global and every key of vars (e.g. .Root), and the
+// caddyfile` on a free loopback port, through proc.StartCaddy. The
+// template sees .Port, .ExtraPorts, .Token, .AccessLog, .Dir, .Global,
+// .HTTPS, .IdentitySite and every key of vars (e.g. .Root), and the
 // function q that quotes a Caddyfile token; unknown keys are an error.
 // caddy runs with HOME and XDG_* in temp dirs. After start it checks that
-// this caddy, and only it, answers on the port (token + /proc listener
-// owner) and otherwise retries on another port (3 attempts).
+// this caddy, and only it, answers on the ports (token over fresh
+// connections, /proc listener owner), and otherwise retries on other
+// ports (3 attempts). The caddy is stopped in t.Cleanup.
 func startCaddy(t testing.TB, bin, site string, vars map[string]any, opts *caddyOptions) *caddyServer {
 	t.Helper()
 	if opts == nil {
 		opts = &caddyOptions{}
 	}
-	var lastErr error
-	for attempt := 1; attempt <= 3; attempt++ {
-		s, err := tryStartCaddy(t, bin, site, vars, opts)
-		if err == nil {
-			return s
-		}
-		lastErr = err
-		t.Logf("caddy start attempt %d: %v", attempt, err)
-	}
-	t.Fatalf("could not start caddy: %v", lastErr)
-	return nil
-}
-
-func tryStartCaddy(t testing.TB, bin, site string, vars map[string]any, opts *caddyOptions) (*caddyServer, error) {
-	t.Helper()
-	dir := t.TempDir()
-	port := freePort(t)
-	token := randomToken(t)
-	data := map[string]any{}
-	for k, v := range vars {
-		data[k] = v
-	}
-	data["Port"] = port
-	data["Token"] = token
-	data["AccessLog"] = filepath.Join(dir, "access.log")
-	data["Dir"] = dir
-	data["Global"] = opts.Global
-	data["HTTPS"] = opts.HTTPS
-
 	tmpl, err := template.New("Caddyfile").Option("missingkey=error").
-		Funcs(template.FuncMap{"q": caddyQuote}).
+		Funcs(template.FuncMap{"q": proc.CaddyQuote}).
 		Parse(caddyPreamble + site)
 	if err != nil {
 		t.Fatalf("Caddyfile template: %v", err)
 	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, data); err != nil {
-		t.Fatalf("Caddyfile template: %v", err)
-	}
-	cfg := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfg, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	env := append(isolatedEnv(t), opts.Env...)
-	cmd := startProcess(t, bin, []string{"run", "--config", cfg, "--adapter", "caddyfile"}, env)
-	s := &caddyServer{Cmd: cmd, Port: port, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port),
-		Caddyfile: cfg, AccessLog: data["AccessLog"].(string), Dir: dir}
-
-	fail := func(err error) (*caddyServer, error) {
-		_, stderr := processLogs(cmd)
-		stopProcess(t, cmd)
-		return nil, fmt.Errorf("%v\nCaddyfile:\n%s\ncaddy stderr:\n%s", err, buf.String(), lastLines(stderr, 15))
-	}
-	if err := pollHTTP(s.BaseURL+"/", 15*time.Second, procOf(cmd).done); err != nil {
-		return fail(err)
-	}
-	// Several fresh connections: with SO_REUSEPORT a stranger would get a
-	// share of them.
-	for range 5 {
-		if err := checkIdentity(port, token); err != nil {
-			return fail(err)
-		}
-	}
-	if err := verifyListener(cmd.Process.Pid, port); err != nil {
-		return fail(err)
-	}
-	return s, nil
-}
-
-func checkIdentity(port int, token string) error {
-	req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	c, err := proc.StartCaddy(proc.CaddySpec{
+		Bin: bin, Env: append(isolatedEnv(t), opts.Env...), Dir: t.TempDir(),
+		Ports: 1 + opts.ExtraPorts, IdentityHost: identityHost,
+		Render: func(a proc.CaddyAttempt) (string, []int, error) {
+			data := map[string]any{}
+			for k, v := range vars {
+				data[k] = v
+			}
+			data["Port"] = a.Ports[0]
+			data["ExtraPorts"] = a.Ports[1:]
+			data["Token"] = a.Token
+			data["IdentitySite"] = a.IdentitySite(a.Ports[0])
+			data["AccessLog"] = filepath.Join(a.Dir, "access.log")
+			data["Dir"] = a.Dir
+			data["Global"] = opts.Global
+			data["HTTPS"] = opts.HTTPS
+			var buf bytes.Buffer
+			if err := tmpl.Execute(&buf, data); err != nil {
+				return "", nil, err
+			}
+			return buf.String(), a.Ports[:1], nil
+		},
+		Logf: t.Logf,
+	})
 	if err != nil {
-		return err
+		t.Fatalf("could not start caddy: %v", err)
 	}
-	req.Host = identityHost
-	req.Close = true
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("identity check: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode != 200 || string(body) != token {
-		return fmt.Errorf("identity check: port %d answered %d %q, not our caddy (port shared?)", port, resp.StatusCode, body)
-	}
-	return nil
-}
-
-func randomToken(t testing.TB) string {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// caddyQuote makes s one Caddyfile token: double-quoted, with \ and "
-// escaped.
-func caddyQuote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	t.Logf("started caddy (pid %d) on port %d (attempt %d)", c.Pid(), c.Ports[0], c.N)
+	watchProcess(t, c.Process)
+	return &caddyServer{Proc: c.Process, Port: c.Ports[0], ExtraPorts: c.Ports[1:],
+		BaseURL:   fmt.Sprintf("http://127.0.0.1:%d", c.Ports[0]),
+		Caddyfile: c.Caddyfile, AccessLog: filepath.Join(c.Dir, "access.log"), Dir: c.Dir}
 }
 
 // accessEntry is one line of caddy's JSON access log.

@@ -2,14 +2,14 @@ package e2e
 
 import (
 	"fmt"
-	"os/exec"
 	"testing"
-	"time"
+
+	"github.com/caddy-drm/caddy-drm/internal/proc"
 )
 
 // clientProxy is a clientproxy started by startClientProxy.
 type clientProxy struct {
-	Cmd     *exec.Cmd
+	Proc    *proc.Process
 	Port    int
 	BaseURL string // http://127.0.0.1:PORT
 }
@@ -30,32 +30,26 @@ func clientProxyBinary(t testing.TB) string {
 //
 //	bin --server SERVER --root-ca ROOTCA --listen 127.0.0.1:Q [extra...]
 //
-// on a free loopback port Q with HOME/XDG_* in temp dirs, waits until it
-// answers HTTP and checks through /proc that the listening socket on Q is
-// its own; a start that fails these is retried on another port (3
-// attempts). server is the origin's drm endpoint, e.g.
-// caddyServer.URL("drm").
+// on a free loopback port Q with HOME/XDG_* in temp dirs, through
+// proc.StartServer: it waits until clientproxy answers HTTP and checks
+// through /proc that the listening socket on Q is its own; a start that
+// fails these is retried on another port (3 attempts). server is the
+// origin's drm endpoint, e.g. caddyServer.URL("drm"). The clientproxy is
+// stopped in t.Cleanup.
 func startClientProxy(t testing.TB, bin, server, rootCA string, extra ...string) *clientProxy {
 	t.Helper()
-	var lastErr error
-	for attempt := 1; attempt <= 3; attempt++ {
-		port := freePort(t)
-		args := append([]string{"--server", server, "--root-ca", rootCA,
-			"--listen", fmt.Sprintf("127.0.0.1:%d", port)}, extra...)
-		cmd := startProcess(t, bin, args, isolatedEnv(t))
-		c := &clientProxy{Cmd: cmd, Port: port, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port)}
-		err := pollHTTP(c.BaseURL+"/", 15*time.Second, procOf(cmd).done)
-		if err == nil {
-			err = verifyListener(cmd.Process.Pid, port)
-		}
-		if err == nil {
-			return c
-		}
-		_, stderr := processLogs(cmd)
-		stopProcess(t, cmd)
-		lastErr = fmt.Errorf("%v\nclientproxy stderr:\n%s", err, lastLines(stderr, 15))
-		t.Logf("clientproxy start attempt %d: %v", attempt, lastErr)
+	s, err := proc.StartServer(proc.ServerSpec{
+		Path: bin, Env: isolatedEnv(t), Dir: t.TempDir(),
+		Args: func(a proc.Attempt) ([]string, error) {
+			return append([]string{"--server", server, "--root-ca", rootCA,
+				"--listen", fmt.Sprintf("127.0.0.1:%d", a.Ports[0])}, extra...), nil
+		},
+		Logf: t.Logf,
+	})
+	if err != nil {
+		t.Fatalf("could not start clientproxy: %v", err)
 	}
-	t.Fatalf("could not start clientproxy: %v", lastErr)
-	return nil
+	t.Logf("started clientproxy (pid %d) on port %d (attempt %d)", s.Pid(), s.Ports[0], s.N)
+	watchProcess(t, s.Process)
+	return &clientProxy{Proc: s.Process, Port: s.Ports[0], BaseURL: fmt.Sprintf("http://127.0.0.1:%d", s.Ports[0])}
 }

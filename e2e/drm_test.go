@@ -145,7 +145,7 @@ func TestDRMEndToEnd(t *testing.T) {
 	})
 
 	t.Run("rotation", func(t *testing.T) {
-		_, stderr := processLogs(s.proxy.Cmd)
+		_, stderr := processLogs(s.proxy.Proc)
 		// 64 KiB chunks and 3 chunks an epoch: the 60 s FLAC alone needs
 		// dozens of epochs.
 		if n := strings.Count(stderr, "msg=rekeyed"); n < 10 {
@@ -232,7 +232,7 @@ func TestDRMTamperedChunkNeverReachesPlayer(t *testing.T) {
 	if len(got) > 4*64<<10 || !bytes.Equal(got, original[:len(got)]) {
 		t.Fatalf("player got %d bytes, not a verified prefix of at most 4 chunks", len(got))
 	}
-	_, stderr := processLogs(cp.Cmd)
+	_, stderr := processLogs(cp.Proc)
 	if !strings.Contains(stderr, "authentication failed") {
 		t.Errorf("clientproxy did not log the authentication failure:\n%s", lastLines(stderr, 10))
 	}
@@ -257,7 +257,7 @@ func httpGet(t *testing.T, u string) string {
 
 // httpsCaddyfile serves the drm site over HTTPS (tls internal) on a second
 // port; the first port keeps only the harness's identity site.
-const httpsCaddyfile = `https://127.0.0.1:{{.TLSPort}} {
+const httpsCaddyfile = `https://127.0.0.1:{{index .ExtraPorts 0}} {
 	import e2e_access_log
 	tls internal
 	drm {
@@ -279,14 +279,11 @@ func TestDRMOverHTTPS(t *testing.T) {
 	caddyBin, cpBin := caddyBinary(t), clientProxyBinary(t)
 	pki := devPKI(t, caddyBin)
 	data := t.TempDir()
-	tlsPort := freePort(t)
 	srv := startCaddy(t, caddyBin, httpsCaddyfile, map[string]any{
-		"Root": root, "TLSPort": tlsPort,
+		"Root": root,
 		"Cert": filepath.Join(pki, "server.crt"), "Key": filepath.Join(pki, "server.key"),
-	}, &caddyOptions{Env: []string{"XDG_DATA_HOME=" + data}, HTTPS: true})
-	if err := verifyListener(srv.Cmd.Process.Pid, tlsPort); err != nil {
-		t.Fatal(err)
-	}
+	}, &caddyOptions{Env: []string{"XDG_DATA_HOME=" + data}, HTTPS: true, ExtraPorts: 1})
+	tlsPort := srv.ExtraPorts[0] // startCaddy checked that caddy alone listens there
 	tlsRoot := filepath.Join(data, "caddy", "pki", "authorities", "local", "root.crt")
 	cp := startClientProxy(t, cpBin, fmt.Sprintf("https://127.0.0.1:%d/drm", tlsPort), filepath.Join(pki, "root.crt"),
 		"--tls-root-ca", tlsRoot)

@@ -34,11 +34,11 @@ func TestCaddyfileExampleRuns(t *testing.T) {
 
 	port := freePort(t)
 	// exec keeps the PID caddy's own, so the harness stops the right process.
-	cmd := startProcess(t, "sh", []string{"-c", fmt.Sprintf("cd %q && exec %q run --config Caddyfile.example", dir, caddyBin)},
+	p := startProcess(t, "sh", []string{"-c", fmt.Sprintf("cd %q && exec %q run --config Caddyfile.example", dir, caddyBin)},
 		append(isolatedEnv(t), "DRM_DEMO_PORT="+strconv.Itoa(port)))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitHTTPProc(t, cmd, base+"/", 15*time.Second)
-	if err := verifyListener(cmd.Process.Pid, port); err != nil {
+	waitHTTPProc(t, p, base+"/", 15*time.Second)
+	if err := verifyListener(p.Pid(), port); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get(base + "/tone.flac")

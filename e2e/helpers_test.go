@@ -2,49 +2,13 @@ package e2e
 
 import (
 	"encoding/binary"
-	"net"
-	"os"
 	"strings"
 	"testing"
 )
 
 // Unit tests of the harness helpers themselves: no external tools, so they
-// also run under -short.
-
-func TestHelperVerifyListener(t *testing.T) {
-	if _, err := os.Stat("/proc/net/tcp"); err != nil {
-		t.Skip("no /proc/net/tcp")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := verifyListener(os.Getpid(), port); err != nil {
-		t.Errorf("own listener: %v", err)
-	}
-	if err := verifyListener(os.Getppid(), port); err == nil || !strings.Contains(err.Error(), "does not belong") {
-		t.Errorf("listener of another pid: got %v, want a 'does not belong' error", err)
-	}
-	free := freePort(t)
-	if err := verifyListener(os.Getpid(), free); err == nil {
-		t.Errorf("port %d with no listener: want an error", free)
-	}
-}
-
-func TestHelperCaddyQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		`/tmp/a b`:    `"/tmp/a b"`,
-		`x"y`:         `"x\"y"`,
-		`back\slash`:  `"back\\slash"`,
-		`{not a var}`: `"{not a var}"`,
-	} {
-		if got := caddyQuote(in); got != want {
-			t.Errorf("caddyQuote(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
+// also run under -short. The process helpers are thin wrappers of
+// internal/proc, which has its own tests.
 
 func TestHelperRangeStart(t *testing.T) {
 	for r, want := range map[string]int64{"bytes=0-": 0, "bytes=123-": 123, "bytes=5-9": 5, "": -1, "bytes=-500": -1, "bytes=1-2,5-6": -1, "items=1-": -1} {

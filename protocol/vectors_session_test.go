@@ -45,10 +45,13 @@ func layoutVectors(t *testing.T) ([]requestHeaderVector, []responseHeaderVector,
 		mediaID string
 	}{
 		{replyHeader{Type: MsgCatalog, Epoch: 0, Seq: 0}, ""},
-		{replyHeader{Type: MsgChunk, Flags: flagFinal | flagRekeySoon, Epoch: 7, Seq: 0x0011223344556677, Index: 3,
+		// Headers a server could send: chunk 3 of a 4 GB medium at 256 KiB
+		// (not the last), with 12 chunks left in the epoch; the last and
+		// only chunk of a 10-byte medium with one chunk left.
+		{replyHeader{Type: MsgChunk, Flags: flagRekeySoon, Epoch: 7, Seq: 0x0011223344556677, Index: 3,
 			MediaSize: 0x000102030405, Remaining: 12}, "albums/track01.flac"},
 		// The media id's length counts UTF-8 bytes.
-		{replyHeader{Type: MsgChunk, Epoch: 1, Seq: 2, Index: 0, MediaSize: 10, Remaining: 1}, "ünï/код.opus"},
+		{replyHeader{Type: MsgChunk, Flags: flagFinal | flagRekeySoon, Epoch: 1, Seq: 2, Index: 0, MediaSize: 10, Remaining: 1}, "ünï/код.opus"},
 	} {
 		h := c.h
 		enc := h.appendTo(nil)

@@ -1,6 +1,13 @@
 // Command buildcaddy builds bin/caddy from xcaddy.json with the xcaddy
 // library, replacing the caddy-drm module with the local checkout so the
 // binary carries the code in this tree rather than a published version.
+// It belongs to the tools module (internal/tools/go.mod), so that xcaddy is
+// no dependency of the caddy-drm module; `make caddy` runs it as
+//
+//	cd internal/tools && go run ./buildcaddy -config ROOT/xcaddy.json -local ROOT -o ROOT/bin/caddy
+//
+// and without flags (run from internal/tools, or built and run anywhere in
+// the checkout) it does the same for the checkout it runs in.
 //
 // The result equals what a user gets from
 //
@@ -21,14 +28,22 @@ import (
 	"strings"
 
 	"github.com/caddyserver/xcaddy"
+
+	"github.com/caddy-drm/caddy-drm/internal/tools/reporoot"
 )
 
-const modulePath = "github.com/caddy-drm/caddy-drm"
+const modulePath = reporoot.ModulePath
 
 func main() {
-	config := flag.String("config", "xcaddy.json", "xcaddy.Builder as JSON")
-	output := flag.String("o", "bin/caddy", "output binary")
-	local := flag.String("local", ".", "checkout that replaces "+modulePath+` ("" to build the published module)`)
+	// Defaults: the checkout this runs in, whether from its root or from
+	// internal/tools.
+	root, err := reporoot.Find()
+	if err != nil {
+		root = "."
+	}
+	config := flag.String("config", filepath.Join(root, "xcaddy.json"), "xcaddy.Builder as JSON")
+	output := flag.String("o", filepath.Join(root, "bin", "caddy"), "output binary")
+	local := flag.String("local", root, "checkout that replaces "+modulePath+` ("" to build the published module)`)
 	noPlugins := flag.Bool("no-plugins", false, "build plain Caddy at the pinned version (for baselines)")
 	flag.Parse()
 	if err := run(*config, *output, *local, *noPlugins); err != nil {

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/caddy-drm/caddy-drm/internal/proc"
 )
 
 // site is one site block of a benchmark Caddyfile, on its own port.
@@ -26,7 +26,7 @@ const identityHost = "bench-identity.invalid"
 
 // caddyInst is a running Caddy started by startCaddy.
 type caddyInst struct {
-	p     *proc
+	*proc.Caddy
 	ports map[string]int
 	tls   map[string]bool
 	admin int
@@ -41,9 +41,6 @@ func (c *caddyInst) url(name, path string) string {
 	}
 	return fmt.Sprintf("%s://127.0.0.1:%d/%s", scheme, c.ports[name], strings.TrimPrefix(path, "/"))
 }
-
-func (c *caddyInst) pid() int { return c.p.pid() }
-func (c *caddyInst) stop()    { c.p.stop() }
 
 // drmSite is a drm site in front of file_server browse. extra lines go
 // into the drm block.
@@ -65,120 +62,73 @@ func staticSite(name string, tls bool) site {
 	return site{name: name, tls: tls, body: body}
 }
 
-// caddyfile renders the sites: admin on loopback (for pprof and memstats),
-// HTTP/1.1 only, and on every plain-HTTP port an identity site answering
-// token for Host bench-identity.invalid.
-func (b *bench) caddyfile(sites []site, ports map[string]int, admin int, token string) string {
+// caddyfile renders the sites (site i on port ports[i+1]) with the admin
+// endpoint on loopback port ports[0] (for pprof and memstats), HTTP/1.1
+// only, and on every plain-HTTP port the attempt's identity site. It
+// returns the plain-HTTP ports.
+func (b *bench) caddyfile(sites []site, a proc.CaddyAttempt) (string, []int) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "{\n\tadmin 127.0.0.1:%d\n\tpersist_config off\n\tauto_https disable_redirects\n"+
-		"\tskip_install_trust\n\tdefault_bind 127.0.0.1\n\tgrace_period 2s\n\tservers {\n\t\tprotocols h1\n\t}\n}\n\n", admin)
-	r := strings.NewReplacer("%ROOT%", quote(b.root), "%CERT%", quote(b.cert), "%KEY%", quote(b.key))
-	for _, s := range sites {
+		"\tskip_install_trust\n\tdefault_bind 127.0.0.1\n\tgrace_period 2s\n\tservers {\n\t\tprotocols h1\n\t}\n}\n\n", a.Ports[0])
+	q := proc.CaddyQuote
+	r := strings.NewReplacer("%ROOT%", q(b.root), "%CERT%", q(b.cert), "%KEY%", q(b.key))
+	var plain []int
+	for i, s := range sites {
+		port := a.Ports[i+1]
 		scheme := "http"
 		if s.tls {
 			scheme = "https"
 		} else {
-			fmt.Fprintf(&sb, "http://%s:%d {\n\trespond %q 200\n}\n\n", identityHost, ports[s.name], token)
+			plain = append(plain, port)
+			fmt.Fprintf(&sb, "%s\n", a.IdentitySite(port))
 		}
-		fmt.Fprintf(&sb, "%s://127.0.0.1:%d {\n%s}\n\n", scheme, ports[s.name], r.Replace(s.body))
+		fmt.Fprintf(&sb, "%s://127.0.0.1:%d {\n%s}\n\n", scheme, port, r.Replace(s.body))
 	}
-	return sb.String()
+	return sb.String(), plain
 }
-
-func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
 
 // startCaddy starts bin/caddy with the sites on free loopback ports and
-// checks that this Caddy, and only it, answers on each: the identity token
-// over several fresh connections on every plain-HTTP port, a TLS handshake
-// against this run's internal CA on every https port, and /proc ownership
-// of every listening socket. A failed start is retried on new ports.
+// checks that this Caddy, and only it, answers on each (proc.StartCaddy):
+// the identity token over several fresh connections on every plain-HTTP
+// port, a TLS handshake against this run's internal CA on every https
+// port, and /proc ownership of every listening socket (the admin port's
+// too). A failed start is retried on new ports.
 func (b *bench) startCaddy(name string, sites []site) (*caddyInst, error) {
-	var lastErr error
-	for attempt := 1; attempt <= 3; attempt++ {
-		c, err := b.tryStartCaddy(name, sites)
-		if err == nil {
-			return c, nil
-		}
-		lastErr = err
-		logf("caddy %s start attempt %d: %v", name, attempt, err)
-	}
-	return nil, lastErr
-}
-
-func (b *bench) tryStartCaddy(name string, sites []site) (*caddyInst, error) {
-	c := &caddyInst{ports: map[string]int{}, tls: map[string]bool{}}
-	var err error
-	if c.admin, err = freePort(); err != nil {
-		return nil, err
-	}
+	c := &caddyInst{tls: map[string]bool{}}
 	for _, s := range sites {
-		if c.ports[s.name], err = freePort(); err != nil {
-			return nil, err
-		}
 		c.tls[s.name] = s.tls
 	}
-	tok := make([]byte, 16)
-	rand.Read(tok)
-	token := hex.EncodeToString(tok)
-	cfgPath := filepath.Join(b.tmp, "Caddyfile-"+name)
-	if err := os.WriteFile(cfgPath, []byte(b.caddyfile(sites, c.ports, c.admin, token)), 0o644); err != nil {
-		return nil, err
+	adopt := func(pc *proc.Caddy) {
+		c.Caddy, c.admin, c.ports = pc, pc.Ports[0], map[string]int{}
+		for i, s := range sites {
+			c.ports[s.name] = pc.Ports[i+1]
+		}
 	}
-	c.p, err = startProc("caddy-"+name, b.caddyBin, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"}, b.childEnv, b.logDir)
+	pc, err := children.StartCaddy(proc.CaddySpec{
+		Name: "caddy-" + name, Bin: b.caddyBin, Env: b.childEnv, Dir: b.logDir,
+		Ports: 1 + len(sites), IdentityHost: identityHost,
+		Render: func(a proc.CaddyAttempt) (string, []int, error) {
+			cfg, plain := b.caddyfile(sites, a)
+			return cfg, plain, nil
+		},
+		Check: func(pc *proc.Caddy) error {
+			adopt(pc)
+			for _, s := range sites {
+				if s.tls {
+					if err := c.checkTLS(b, s.name); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		},
+		Logf: logf,
+	})
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*caddyInst, error) {
-		tail := c.p.logTail(15)
-		c.p.stop()
-		return nil, fmt.Errorf("%v\ncaddy output:\n%s", err, tail)
-	}
-	if err := waitHTTP(c.p, fmt.Sprintf("http://127.0.0.1:%d/config/", c.admin), 20*time.Second); err != nil {
-		return fail(err)
-	}
-	for _, s := range sites {
-		if s.tls {
-			if err := c.checkTLS(b, s.name); err != nil {
-				return fail(err)
-			}
-			continue
-		}
-		for range 5 {
-			if err := checkIdentity(c.ports[s.name], token); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	for _, port := range append([]int{c.admin}, mapValues(c.ports)...) {
-		if err := verifyListener(c.pid(), port); err != nil {
-			return fail(err)
-		}
-	}
+	adopt(pc)
 	return c, nil
-}
-
-func mapValues(m map[string]int) []int {
-	var out []int
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
-}
-
-func checkIdentity(port int, token string) error {
-	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
-	req.Host = identityHost
-	req.Close = true
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
-	if err != nil {
-		return fmt.Errorf("identity check on port %d: %v", port, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode != 200 || string(body) != token {
-		return fmt.Errorf("port %d answered %d %q, not our caddy (shared port?)", port, resp.StatusCode, body)
-	}
-	return nil
 }
 
 // checkTLS waits for the internal certificate of an https site and checks
@@ -210,8 +160,8 @@ func (c *caddyInst) checkTLS(b *bench, name string) error {
 		} else {
 			lastErr = err
 		}
-		if c.p.exited() {
-			return fmt.Errorf("caddy exited: %v", lastErr)
+		if exited, err := c.Exited(); exited {
+			return fmt.Errorf("caddy exited (%v): %v", err, lastErr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -253,7 +203,7 @@ func (c *caddyInst) heapAlloc() (float64, error) {
 
 // cproxy is a running clientproxy.
 type cproxy struct {
-	p    *proc
+	*proc.Server
 	port int
 }
 
@@ -263,30 +213,21 @@ func (c *cproxy) url(path string) string {
 
 // startClientProxy runs bin/clientproxy against server on a free loopback
 // port, waits for /healthz (which opens no session), and checks the
-// listening socket is its own.
+// listening socket is its own (proc.StartServer); a failed start is
+// retried on a new port.
 func (b *bench) startClientProxy(server string, extra ...string) (*cproxy, error) {
-	var lastErr error
-	for attempt := 1; attempt <= 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		args := append([]string{"--server", server, "--root-ca", b.pkiRoot,
-			"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "warn"}, extra...)
-		p, err := startProc("clientproxy", b.cpBin, args, b.childEnv, b.logDir)
-		if err != nil {
-			return nil, err
-		}
-		c := &cproxy{p: p, port: port}
-		err = waitHTTP(p, c.url("healthz"), 15*time.Second)
-		if err == nil {
-			err = verifyListener(p.pid(), port)
-		}
-		if err == nil {
-			return c, nil
-		}
-		lastErr = fmt.Errorf("%v\n%s", err, p.logTail(10))
-		p.stop()
+	s, err := children.StartServer(proc.ServerSpec{
+		Name: "clientproxy", Path: b.cpBin, Env: b.childEnv, Dir: b.logDir,
+		Args: func(a proc.Attempt) ([]string, error) {
+			return append([]string{"--server", server, "--root-ca", b.pkiRoot,
+				"--listen", fmt.Sprintf("127.0.0.1:%d", a.Ports[0]), "--log-level", "warn"}, extra...), nil
+		},
+		ReadyURL:     func(a proc.Attempt) string { return fmt.Sprintf("http://127.0.0.1:%d/healthz", a.Ports[0]) },
+		ReadyTimeout: 15 * time.Second,
+		Logf:         logf,
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, lastErr
+	return &cproxy{Server: s, port: s.Ports[0]}, nil
 }

@@ -4,12 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/caddy-drm/caddy-drm/internal/proc"
 )
 
 // benchLine matches a Go benchmark result line.
@@ -23,11 +24,11 @@ type goBenchResults map[string]struct{ ns, mbs *sample }
 func (b *bench) runGoBench(testBin, re, benchtime string, count int) (goBenchResults, error) {
 	cmd := exec.Command(testBin, "-test.run", "^$", "-test.bench", re, "-test.benchtime", benchtime,
 		"-test.count", strconv.Itoa(count), "-test.cpu", "1", "-test.benchmem")
-	cmd.Dir = filepath.Join(b.repoDir(), "protocol") // testdata relative paths
+	cmd.Dir = filepath.Join(b.repo, "protocol") // testdata relative paths
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s: %v\n%s%s", strings.Join(cmd.Args, " "), err, lastLines(out.String(), 10), lastLines(stderr.String(), 10))
+		return nil, fmt.Errorf("%s: %v\n%s\n%s", strings.Join(cmd.Args, " "), err, proc.LastLines(out.String(), 10), proc.LastLines(stderr.String(), 10))
 	}
 	res := goBenchResults{}
 	sc := bufio.NewScanner(&out)
@@ -51,27 +52,15 @@ func (b *bench) runGoBench(testBin, re, benchtime string, count int) (goBenchRes
 	return res, nil
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n") + "\n"
-}
-
-// repoDir is the module root: the current directory under make.
-func (b *bench) repoDir() string {
-	wd, _ := os.Getwd()
-	return wd
-}
-
 // goBench is scenario 3a (server CPU per handshake, in process, from
 // protocol/bench_test.go) plus the seal/open stage costs per suite.
 func (b *bench) goBench() error {
 	logf("scenario 3a: go test -bench in ./protocol (handshake -benchtime %s -count %d; seal/open per suite)", b.cfg.GoBenchTime, b.cfg.GoBenchCount)
 	testBin := filepath.Join(b.tmp, "protocol.test")
-	if out, err := exec.Command("go", "test", "-c", "-o", testBin, "./protocol/").CombinedOutput(); err != nil {
-		return fmt.Errorf("go test -c ./protocol/: %v\n%s", err, lastLines(string(out), 20))
+	build := exec.Command("go", "test", "-c", "-o", testBin, "./protocol/")
+	build.Dir = b.repo // the root module
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go test -c ./protocol/: %v\n%s", err, proc.LastLines(string(out), 20))
 	}
 	hs, err := b.runGoBench(testBin, "^BenchmarkHandshake$/^(X25519_AES128_GCM_SHA256|X25519MLKEM768_AES128_GCM_SHA256)$",
 		b.cfg.GoBenchTime, b.cfg.GoBenchCount)

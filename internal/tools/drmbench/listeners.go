@@ -123,7 +123,7 @@ func (b *bench) listenRun(protected bool, n int) (listenOutcome, error) {
 	if err != nil {
 		return out, err
 	}
-	defer c.stop()
+	defer c.Stop()
 	runtime.GC()
 	debug.FreeOSMemory()
 	nChunks := b.cfg.FileSize / int64(cs)
@@ -157,8 +157,8 @@ func (b *bench) listenRun(protected bool, n int) (listenOutcome, error) {
 	}
 	tcp0 := tcpCounters()
 	self := os.Getpid()
-	rss := sampleRSS(250*time.Millisecond, c.pid(), self)
-	cm, sm := startCPU(c.pid()), startCPU(self)
+	rss := sampleRSS(250*time.Millisecond, c.Pid(), self)
+	cm, sm := startCPU(c.Pid()), startCPU(self)
 	end := time.Now().Add(b.cfg.ListenDur)
 	ls := make([]listener, n)
 	var wg sync.WaitGroup

@@ -4,8 +4,10 @@
 // with the drm module) and clientproxy itself on checked loopback ports,
 // drives them with Go clients (the product's own protocol client for the
 // protected side), and writes bench/results/results.{md,json} and
-// chart.png. `make bench` runs it; BENCH_QUICK=1 makes every scenario
-// small, for smoke tests. See bench/README.md.
+// chart.png. `make bench` builds it (in the tools module,
+// internal/tools/go.mod) and runs it from the repository root;
+// BENCH_QUICK=1 makes every scenario small, for smoke tests. See
+// bench/README.md.
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddy-drm/caddy-drm/internal/tools/reporoot"
 	"github.com/caddy-drm/caddy-drm/keystore"
 )
 
@@ -74,6 +77,7 @@ func quickConfig() config {
 // bench is the state of one benchmark run.
 type bench struct {
 	cfg       config
+	repo      string // the caddy-drm checkout (root module)
 	caddyBin  string
 	cpBin     string
 	outDir    string
@@ -96,9 +100,15 @@ func logf(format string, args ...any) {
 }
 
 func main() {
-	caddyBin := flag.String("caddy", "bin/caddy", "Caddy with the drm module (make caddy)")
-	cpBin := flag.String("clientproxy", "bin/clientproxy", "clientproxy binary (make clientproxy)")
-	out := flag.String("out", "bench/results", "directory for results.md, results.json and chart.png (quick mode: its quick/ subdirectory)")
+	// The checkout: from its root (make bench) or from internal/tools.
+	repo, err := reporoot.Find()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "drmbench:", err)
+		os.Exit(1)
+	}
+	caddyBin := flag.String("caddy", filepath.Join(repo, "bin", "caddy"), "Caddy with the drm module (make caddy)")
+	cpBin := flag.String("clientproxy", filepath.Join(repo, "bin", "clientproxy"), "clientproxy binary (make clientproxy)")
+	out := flag.String("out", filepath.Join(repo, "bench", "results"), "directory for results.md, results.json and chart.png (quick mode: its quick/ subdirectory)")
 	quick := flag.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "small and fast (env BENCH_QUICK=1)")
 	only := flag.String("only", os.Getenv("BENCH_ONLY"), "comma-separated scenarios to run (1-6), default all (env BENCH_ONLY)")
 	profile := flag.String("profile", os.Getenv("BENCH_PROFILE"), "after measuring, write CPU profiles of Caddy and of the clients to this directory (env BENCH_PROFILE)")
@@ -117,7 +127,7 @@ func main() {
 		// never replaces the figures of a full run.
 		cfg, *out = quickConfig(), filepath.Join(*out, "quick")
 	}
-	b := &bench{cfg: cfg, caddyBin: *caddyBin, cpBin: *cpBin, outDir: *out, profile: *profile}
+	b := &bench{cfg: cfg, repo: repo, caddyBin: *caddyBin, cpBin: *cpBin, outDir: *out, profile: *profile}
 	if *only != "" {
 		b.only = map[string]bool{}
 		for s := range strings.SplitSeq(*only, ",") {

@@ -161,24 +161,24 @@ func (b *bench) sessionMemoryCaddy() error {
 		url := c.url("default", "drm")
 		op := func() error { _, err := handshake(bgCtx, hc, url, cfg); return err }
 		if err := runCount(b.cfg.HSWorkers, 50, op); err != nil { // warm-up
-			c.stop()
+			c.Stop()
 			return err
 		}
 		heap0, err := c.heapAlloc()
 		if err != nil {
-			c.stop()
+			c.Stop()
 			return err
 		}
-		rss0, _ := rssBytes(c.pid())
+		rss0, _ := rssBytes(c.Pid())
 		if err := runCount(b.cfg.HSWorkers, n, op); err != nil {
-			c.stop()
+			c.Stop()
 			return err
 		}
 		closeIdle(hc)
 		time.Sleep(200 * time.Millisecond)
 		heap1, err := c.heapAlloc()
-		rss1, _ := rssBytes(c.pid())
-		c.stop()
+		rss1, _ := rssBytes(c.Pid())
+		c.Stop()
 		if err != nil {
 			return err
 		}

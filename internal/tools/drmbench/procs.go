@@ -1,204 +1,25 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/caddy-drm/caddy-drm/internal/proc"
 )
 
-// proc is a child process started by startProc. Every child is stopped by
-// its own PID (never by name) when it is no longer needed, and at the
-// latest by stopAll when the benchmark exits; Pdeathsig kills it should
-// the benchmark itself die.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	logPath string
-}
-
-var (
-	procsMu sync.Mutex
-	procs   = map[*proc]bool{}
-)
-
-// startProc runs bin with args and env added to ours; its stdout and
-// stderr go to logDir/name.log.
-func startProc(name, bin string, args, env []string, logDir string) (*proc, error) {
-	logPath := filepath.Join(logDir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath}
-	go func() {
-		p.waitErr = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	procsMu.Lock()
-	procs[p] = true
-	procsMu.Unlock()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// stop sends SIGTERM to the process's PID, SIGKILL after 5 s, and reaps it.
-func (p *proc) stop() {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-	procsMu.Lock()
-	delete(procs, p)
-	procsMu.Unlock()
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// logTail is the end of the process's output, for error messages.
-func (p *proc) logTail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// children are the processes the benchmark starts (Caddy, clientproxy):
+// each is stopped by its own PID (never by name) when it is no longer
+// needed, and at the latest by stopAll when a scenario ends or the
+// benchmark exits; Pdeathsig kills it should the benchmark itself die.
+var children proc.Group
 
 // stopAll stops every child still running (each by its PID).
-func stopAll() {
-	procsMu.Lock()
-	var ps []*proc
-	for p := range procs {
-		ps = append(ps, p)
-	}
-	procsMu.Unlock()
-	for _, p := range ps {
-		p.stop()
-	}
-}
-
-// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
-// Someone else may take it before use, and Caddy binds with SO_REUSEPORT
-// and would then share it silently: callers check afterwards with
-// verifyListener (and, for Caddy, an identity token).
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
-}
-
-// verifyListener checks through /proc that every socket listening on TCP
-// port belongs to pid, and that there is one.
-func verifyListener(pid, port int) error {
-	listening := map[string]bool{}
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		f, err := os.Open(file)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Scan()
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 || fields[3] != "0A" { // TCP_LISTEN
-				continue
-			}
-			i := strings.LastIndexByte(fields[1], ':')
-			if p, err := strconv.ParseInt(fields[1][i+1:], 16, 32); err == nil && int(p) == port {
-				listening[fields[9]] = true
-			}
-		}
-		f.Close()
-	}
-	if len(listening) == 0 {
-		return fmt.Errorf("nothing listens on port %d", port)
-	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	own := map[string]bool{}
-	for _, e := range ents {
-		if link, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
-			if s, ok := strings.CutPrefix(link, "socket:["); ok {
-				own[strings.TrimSuffix(s, "]")] = true
-			}
-		}
-	}
-	for ino := range listening {
-		if !own[ino] {
-			return fmt.Errorf("port %d: listening socket %s is not pid %d's (shared port?)", port, ino, pid)
-		}
-	}
-	return nil
-}
-
-// waitHTTP polls url until any HTTP answer arrives, giving up early when p
-// exits.
-func waitHTTP(p *proc, url string, timeout time.Duration) error {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before %s answered:\n%s", p.name, url, p.logTail(15))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer from %s within %v: %v", url, timeout, err)
-		}
-		time.Sleep(30 * time.Millisecond)
-	}
-}
+func stopAll() { children.StopAll() }
 
 var clkTck = func() float64 {
 	out, err := exec.Command("getconf", "CLK_TCK").Output()

@@ -43,7 +43,7 @@ func (b *bench) profiles() error {
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	nChunks := (b.cfg.FileSize + 256<<10 - 1) / (256 << 10)
 	ctx := context.Background()
 

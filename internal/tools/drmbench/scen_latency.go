@@ -15,7 +15,7 @@ func (b *bench) latency() error {
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	prefix := c.url("default", "drm")
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -32,7 +32,7 @@ func (b *bench) latency() error {
 		hc := h1Client(nil, 1)
 		d, err := ttfb(hc, cp.url("media/"+b.bigID), "")
 		closeIdle(hc)
-		cp.p.stop()
+		cp.Stop()
 		if err != nil {
 			return fmt.Errorf("play start: %w", err)
 		}
@@ -57,7 +57,7 @@ func (b *bench) latency() error {
 	if err != nil {
 		return err
 	}
-	defer cp.p.stop()
+	defer cp.Stop()
 	hc := h1Client(nil, 1)
 	hs := h1Client(c.roots, 1)
 	if _, err := ttfb(hc, cp.url("media/"+b.bigID), "bytes=0-0"); err != nil {

@@ -24,7 +24,7 @@ func (b *bench) runRates(c *caddyInst, workers int, variants []*rateVariant) err
 	for round := range b.cfg.RateRounds {
 		for i := range variants {
 			v := variants[(i+round)%len(variants)]
-			r := runLoad(workers, b.cfg.RateWarm, b.cfg.RateDur, c.pid(), v.op)
+			r := runLoad(workers, b.cfg.RateWarm, b.cfg.RateDur, c.Pid(), v.op)
 			if err := r.check(v.key); err != nil {
 				return err
 			}
@@ -46,7 +46,7 @@ func (b *bench) chunkRate() error {
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	ctx := context.Background()
 	nChunks := b.cfg.FileSize / (256 << 10)
 	// One session, one pool of up to 32 keep-alive connections (the
@@ -118,7 +118,7 @@ func (b *bench) handshakeRate() error {
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	hsOp := func(siteName, suite string) func(context.Context, int, int64) (int64, error) {
 		hc := h1Client(nil, w)
 		cfg := &protocol.ClientConfig{Suites: suitesOf(suite), VerifyCertificate: b.verifier()}

@@ -47,13 +47,13 @@ func (b *bench) throughput() error {
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	size := b.cfg.FileSize
 	nChunks := (size + 256<<10 - 1) / (256 << 10)
 	ctx := context.Background()
 
 	timed := func(f func() (int64, error), extraPid int) (tputRun, error) {
-		m := startCPU(c.pid())
+		m := startCPU(c.Pid())
 		var pm cpuMeter
 		if extraPid > 0 {
 			pm = startCPU(extraPid)
@@ -106,9 +106,9 @@ func (b *bench) throughput() error {
 			if err != nil {
 				return tputRun{}, err
 			}
-			defer cp.p.stop()
+			defer cp.Stop()
 			defer closeIdle(hc)
-			return timed(func() (int64, error) { return getDiscard(ctx, hc, cp.url("media/"+b.bigID), "") }, cp.p.pid())
+			return timed(func() (int64, error) { return getDiscard(ctx, hc, cp.url("media/"+b.bigID), "") }, cp.Pid())
 		}})
 	}
 	for _, v := range variants {

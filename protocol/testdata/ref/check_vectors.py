@@ -13,7 +13,11 @@ naming the first mismatch: section, vector, field, expected and got.
 first and of the last byte of a byte string, the low bit of a number or of a
 text's first character) and requires the check of that value's section to
 fail then. The only values excused are those only ML-KEM-768 could check
-(see README.md).
+(see README.md). It then puts lax signature verifiers (one that accepts
+anything, PSS without the salt length check, a hash other than the one
+asked for) in place of drmref's and requires the sections that verify
+signatures to fail with each. DRMREF_VERBOSE=1 prints why each lax
+verifier was caught.
 """
 
 import copy
@@ -204,6 +208,9 @@ def check_classical_group(chk, v):
     server_side = ref.shared_secret(group, server_private, h(v["client_share"]))
     chk.equal_hex("shared (client side)", v["shared"], client_side)
     chk.equal_hex("shared (server side)", v["shared"], server_side)
+    if group == "FFDHE2048":
+        chk.holds("shared starts with a zero byte, so §7's left padding to 256 bytes is exercised",
+                  len(h(v["shared"])) == ref.FFDHE_LEN and h(v["shared"])[0] == 0)
 
 
 def check_ffdhe_parameters(chk, client_private, server_private):
@@ -268,7 +275,107 @@ def check_signatures(items, chk):
         chk.equal_hex("signed_content", v["signed_content"], ref.signed_content(transcript))
         chk.equal_hex("signature", v["signature"], ref.ed25519_sign(seed, transcript))
         chk.holds("signature verifies", signature_verifies(h(v["public_key"]), transcript, h(v["signature"])))
+        chk.holds("signature refused over another transcript hash",
+                  not signature_verifies(h(v["public_key"]), flip_bit(transcript, 0), h(v["signature"])))
     return len(items)
+
+
+# What a verifier must refuse (§9: "the verifier accepts only exactly these
+# parameters"): each of these variants of the spec's scheme, applied to a
+# signature made under the spec's scheme (222 is the largest salt for a
+# 2048-bit key with SHA-256). For RSA-PSS, check_signature_checks also shows
+# that the signature verifies when the salt length is read from it (PSS.AUTO),
+# so the refusals fail for the parameter and not by accident.
+WRONG_PARAMETERS = {
+    "ecdsa": [
+        ("hash", lambda p: [ref.SignatureParameters(p.name, "ecdsa", x)
+                            for x in ("sha1", "sha256", "sha384", "sha512") if x != p.hash]),
+    ],
+    "rsa-pss": [
+        ("salt length", lambda p: [ref.SignatureParameters(p.name, "rsa-pss", p.hash, p.mgf1_hash, n)
+                                   for n in (0, 20, 31, 33, 48, 64, 222)]),
+        ("hash", lambda p: [ref.SignatureParameters(p.name, "rsa-pss", x, x, p.salt_length)
+                            for x in ("sha1", "sha384", "sha512")]),
+        ("MGF1 hash", lambda p: [ref.SignatureParameters(p.name, "rsa-pss", p.hash, x, p.salt_length)
+                                 for x in ("sha1", "sha384", "sha512")]),
+        ("padding", lambda p: [ref.SignatureParameters(p.name, "rsa-pkcs1v15", p.hash)]),
+    ],
+}
+RANDOMISED_SCHEMES = {ref.ECDSA_P256_SCHEME.name, ref.ECDSA_P384_SCHEME.name, ref.RSA_PSS_SCHEME.name}
+
+
+def describe_parameters(p):
+    extra = "" if p.algorithm != "rsa-pss" else f", MGF1-{p.mgf1_hash}, salt {p.salt_length}"
+    return f"{p.algorithm} {p.hash}{extra}"
+
+
+def check_signature_checks(items, chk):
+    """§9 randomised schemes (ECDSA P-256/SHA-256, P-384/SHA-384, RSA-PSS):
+    they cannot be re-signed, so each signature is verified over the signed
+    content recomputed from the transcript hash, with the scheme §9 assigns to
+    the key's type, and must be refused under every other parameter, over
+    other content and with another signature."""
+    covered = set()
+    for i, v in enumerate(items):
+        chk.at(f"[{i}] {v['key_type']}")
+        key = ref.load_public_key(h(v["public_key"]))
+        params = ref.server_signature_parameters(key)
+        chk.equal("key_type (§9: the scheme of the key's type)", v["key_type"], params.name)
+        covered.add(params.name)
+        transcript, signature = h(v["transcript_hash"]), h(v["signature"])
+        content = ref.signed_content(transcript)
+        chk.equal_hex("signed_content", v["signed_content"], content)
+        chk.holds("signature verifies under §9's parameters",
+                  ref.verify_signature(key, params, content, signature))
+        chk.holds("signature verifies as the client checks it (§9)",
+                  server_signature_verifies(key, transcript, signature))
+        if params.algorithm == "ecdsa":
+            chk.holds("signature is DER (r, s)", ref.is_der_ecdsa_signature(signature))
+        if params.algorithm == "rsa-pss":
+            chk.holds(f"RSA key of {key.key_size} bits, at least {ref.RSA_MIN_BITS} (§9)",
+                      key.key_size >= ref.RSA_MIN_BITS)
+            chk.equal("PSS salt length found in the signature (RFC 8017, no library PSS)", ref.PSS_SALT_LEN,
+                      ref.rsa_pss_salt_length(key, content, signature, params.hash, params.mgf1_hash))
+            auto = pss_auto(params)
+            chk.holds("sanity: accepted with the salt length read from the signature (PSS.AUTO)",
+                      library_pss_verifies(key, auto, content, signature))
+        for what, variants in WRONG_PARAMETERS.get(params.algorithm, []):
+            for wrong in variants(params):
+                chk.holds(f"refused with another {what}: {describe_parameters(wrong)}",
+                          not ref.verify_signature(key, wrong, content, signature))
+        chk.holds("refused over another transcript hash",
+                  not server_signature_verifies(key, flip_bit(transcript, 0), signature))
+        chk.holds("refused without the context string (§9)",
+                  not ref.verify_signature(key, params, transcript, signature))
+        chk.holds("refused: another signature",
+                  not server_signature_verifies(key, transcript, flip_bit(signature, 5)))
+    chk.at("all")
+    chk.equal("randomised schemes covered", sorted(RANDOMISED_SCHEMES), sorted(covered))
+    return len(items)
+
+
+def server_signature_verifies(key, transcript, signature):
+    try:
+        ref.verify_server_signature(key, transcript, signature)
+    except ref.ProtocolError:
+        return False
+    return True
+
+
+def pss_auto(params):
+    """The parameters with the salt length the library reads from the signature."""
+    auto = ref.padding.PSS.AUTO
+    return ref.SignatureParameters(params.name, "rsa-pss", params.hash, params.mgf1_hash, auto)
+
+
+def library_pss_verifies(key, params, content, signature):
+    """The library's PSS alone (for AUTO, which drmref's verifier never uses)."""
+    pss = ref.padding.PSS(ref.padding.MGF1(ref.hash_algorithm(params.mgf1_hash)), params.salt_length)
+    try:
+        key.verify(signature, content, pss, ref.hash_algorithm(params.hash))
+    except ref.InvalidSignature:
+        return False
+    return True
 
 
 def message_type(chk, name):
@@ -305,6 +412,11 @@ def check_reply_ad(items, chk):
         chk.at(f"[{i}] media_id={v['media_id']!r}")
         ad = ref.reply_ad(h(v["response_header"]), h(v["session_id"]), v["media_id"])
         chk.equal_hex("ad", v["ad"], ad)
+        if v["media_id"]:
+            chk.holds("media id valid (§12 ValidMediaID)", ref.valid_media_id(v["media_id"]))
+    chk.at("all")
+    chk.holds("a media id whose UTF-8 length is not its number of characters (§13 prefix counts bytes)",
+              any(len(v["media_id"].encode("utf-8")) != len(v["media_id"]) for v in items))
     return len(items)
 
 
@@ -318,7 +430,8 @@ def check_chunk_requests(items, chk):
 
 
 # ---------------------------------------------------------------------------
-# The session: §6 handshake, §10 epochs, §12-§13 exchanges, §15 rekey.
+# The session: §6 handshake, §10 epochs, §12-§13 exchanges, §14 sequence
+# numbers, §15 rekey, §16 close.
 
 
 @dataclass(frozen=True)
@@ -326,7 +439,9 @@ class Session:
     suite: ref.Suite
     session_id: bytes
     server_seed: bytes
+    server_key: object  # the leaf certificate's public key, which checks every signature (§6, §9)
     media_sizes: dict
+    media: dict  # media id → plaintext, to check every chunk's bytes
     catalog: list
     chunk_size: int
     limits: ref.EpochLimits  # the server's configured epoch limits
@@ -334,43 +449,66 @@ class Session:
 
 @dataclass
 class EpochState:
-    """One epoch as both ends hold it; the client numbers its requests from 0."""
+    """One epoch as both ends hold it: the client's sequence numbers (§11:
+    0, 1, 2, … in each epoch, not necessarily sent in that order), the
+    server's replay window (§14) and chunk accounting (§15)."""
 
     number: int
     epoch: ref.Epoch
     c2s: ref.TrafficKeys
     s2c: ref.TrafficKeys
     accounting: ref.EpochAccounting
-    next_seq: int = 0
+    window: ref.ReplayWindow
+    seqs: list  # the numbers the client used, in the order the server got them
+
+    def next_unused_seq(self):
+        """The number the client gives its next request, when the file does
+        not say (the rekey request): the lowest it has not used."""
+        return min(set(range(len(self.seqs) + 1)) - set(self.seqs))
+
+
+@dataclass
+class SessionLog:
+    """What the session exercised, to keep the vectors meaningful."""
+
+    chunk_flags: set
+    short_chunks: int = 0
+    closed: bool = False
 
 
 SESSION_STEPS = ("handshake", "epoch0", "rekey", "epoch1")  # besides the exchanges
 
 
 def check_session(s, chk):
-    """A whole session, in the order the two ends run it; returns the number
-    of steps (handshake, epochs, rekey, exchanges) checked."""
+    """A whole session, in the order the two ends run it (the exchanges in the
+    order the server answers them); returns the number of steps (handshake,
+    epochs, rekey, exchanges) checked."""
     suite = ref.parse_suite(s["suite"])
     if suite.group not in ref.CLASSICAL_GROUPS:
         chk.fail(f"session group {suite.group} needs ML-KEM, which drmref lacks")
-    server_hello, shared, transcript = check_handshake(s, suite, chk)
+    server_hello, server_key, shared, transcript = check_handshake(s, suite, chk)
     catalog = s["catalog"]
-    session = Session(suite, server_hello.session_id, h(s["server_ed25519_seed"]),
-                      {media["id"]: media["size"] for media in catalog}, catalog,
+    media = check_medium(chk, catalog, h(s["medium"]))
+    session = Session(suite, server_hello.session_id, h(s["server_ed25519_seed"]), server_key,
+                      {media["id"]: media["size"] for media in catalog}, media, catalog,
                       server_hello.chunk_size, server_hello.limits)
+    log = SessionLog(set())
     epoch0 = check_epoch(chk, "epoch0", s["epoch0"], session, shared, transcript, None, server_hello.limits)
     for i, exchange in enumerate(s["exchanges"]):
-        check_exchange(chk, f"exchanges[{i}] {exchange['type']}", exchange, session, epoch0)
-    shared, transcript, limits = check_rekey(chk, s["rekey"], session, epoch0)
+        check_exchange(chk, f"exchanges[{i}] {exchange['type']}", exchange, session, epoch0, log)
+    shared, transcript, limits = check_rekey(chk, s["rekey"], session, epoch0, log)
+    check_sequence_numbers(chk, "epoch0", epoch0)
     epoch1 = check_epoch(chk, "epoch1", s["epoch1"], session, shared, transcript, epoch0, limits)
     for i, exchange in enumerate(s["epoch1_exchanges"]):
-        check_exchange(chk, f"epoch1_exchanges[{i}] {exchange['type']}", exchange, session, epoch1)
+        check_exchange(chk, f"epoch1_exchanges[{i}] {exchange['type']}", exchange, session, epoch1, log)
+    check_sequence_numbers(chk, "epoch1", epoch1)
+    check_session_coverage(chk, log)
     return len(SESSION_STEPS) + len(s["exchanges"]) + len(s["epoch1_exchanges"])
 
 
 def check_handshake(s, suite, chk):
-    """§6-§9: both hellos, the shared secret, the transcript, the signature and
-    the Signed reply carrying the ServerHello verbatim."""
+    """§6-§9: both hellos, the certificate, the shared secret, the transcript,
+    the signature and the Signed reply carrying the ServerHello verbatim."""
     chk.at("handshake")
     group = suite.group
     client_private, server_private = h(s["client_x25519_private"]), h(s["server_x25519_private"])
@@ -388,6 +526,8 @@ def check_handshake(s, suite, chk):
     chk.equal("server_hello chunk_size", s["chunk_size"], server_hello.chunk_size)
     chk.equal("server_hello limits", ref.parse_limits(s["limits"]), server_hello.limits)
     chk.equal("server_hello credentials_requested (§17: empty)", [], server_hello.credentials_requested)
+    seed = h(s["server_ed25519_seed"])
+    server_key = check_certificate(chk, h(s["server_certificate"]), seed, server_hello.certificates)
     client_side = ref.shared_secret(group, client_private, server_hello.key_share)
     server_side = ref.shared_secret(group, server_private, client_hello.key_shares[group])
     chk.equal_hex("shared (client side)", s["shared"], client_side)
@@ -396,26 +536,53 @@ def check_handshake(s, suite, chk):
         suite.hash, ref.HANDSHAKE_TRANSCRIPT_CONTEXT, [client_hello_raw, server_hello_raw]
     )
     chk.equal_hex("transcript_hash", s["transcript_hash"], transcript)
-    seed = h(s["server_ed25519_seed"])
     chk.equal_hex("signature (re-signed)", s["signature"], ref.ed25519_sign(seed, transcript))
     check_signed(chk, "handshake_reply", h(s["handshake_reply"]), s["server_hello"], s["signature"],
-                 seed, transcript)
-    return server_hello, client_side, transcript
+                 server_key, transcript)
+    return server_hello, server_key, client_side, transcript
 
 
-def check_signed(chk, field, signed_raw, message_hex, signature_hex, seed, transcript):
-    """§6 Signed: message carried byte for byte, signature verifying over the
-    transcript that ends with those bytes."""
+def check_certificate(chk, cert_der, seed, certificates):
+    """§6: the ServerHello carries the certificate, leaf first; it is a real
+    X.509 certificate of the seed's Ed25519 key, self-signed, so the client
+    can pin it as its root; the chain verifies against it, and the leaf's key
+    is the one that checks the signatures (returned)."""
+    cert = ref.parse_certificate(cert_der)
+    chk.equal("certificate public key (the seed's Ed25519 key)",
+              ref.public_key_bytes(ref.ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key()).hex(),
+              ref.public_key_bytes(cert.public_key()).hex())
+    chk.holds("certificate is self-signed (issuer = subject, signature verifies with its own key)",
+              ref.is_self_signed(cert))
+    chk.equal_hex("server_hello certificates[0] (the leaf)", cert_der.hex(), certificates[0])
+    leaf_key = ref.verify_certificate_chain(certificates, cert_der)
+    chk.equal("leaf key type (§9)", ref.ED25519_SCHEME, ref.server_signature_parameters(leaf_key))
+    return leaf_key
+
+
+def check_signed(chk, field, signed_raw, message_hex, signature_hex, server_key, transcript):
+    """§6 Signed: message carried byte for byte, signature verifying with the
+    leaf's key over the transcript that ends with those bytes, and over no
+    other."""
     signed = ref.parse_signed(signed_raw)
     chk.equal_hex(f"{field} message (verbatim)", message_hex, signed.message)
     chk.equal_hex(f"{field} signature", signature_hex, signed.signature)
-    public_key = ref.ed25519_public_key(seed)
-    chk.holds(f"{field} signature verifies", signature_verifies(public_key, transcript, signed.signature))
+    chk.holds(f"{field} signature verifies with the leaf's key",
+              server_signature_verifies(server_key, transcript, signed.signature))
+    chk.holds(f"{field} signature refused over another transcript",
+              not server_signature_verifies(server_key, flip_bit(transcript, 0), signed.signature))
+
+
+def check_medium(chk, catalog, medium):
+    """The file's medium is the catalog's only one: its size is the catalog's."""
+    chk.at("medium")
+    chk.equal("catalog entries (the medium is the only one)", 1, len(catalog))
+    chk.equal("catalog size (length of medium)", catalog[0]["size"], len(medium))
+    return {catalog[0]["id"]: medium}
 
 
 def check_epoch(chk, name, expected, session, shared, transcript, previous, limits):
-    """§10: an epoch's secret, chain and both directions' keys; §15: its
-    counters start at zero."""
+    """§10: an epoch's secret, chain and both directions' keys; §14-§15: its
+    window and counters start empty."""
     chk.at(name)
     suite = session.suite
     epoch = ref.derive_epoch(suite.hash, shared, transcript, previous.epoch.chain if previous else None)
@@ -426,18 +593,29 @@ def check_epoch(chk, name, expected, session, shared, transcript, previous, limi
     check_keys(chk, "c2s", expected["c2s"], c2s)
     check_keys(chk, "s2c", expected["s2c"], s2c)
     number = previous.number + 1 if previous else 0
-    return EpochState(number, epoch, c2s, s2c, ref.EpochAccounting(limits, session.chunk_size))
+    accounting = ref.EpochAccounting(limits, session.chunk_size)
+    return EpochState(number, epoch, c2s, s2c, accounting, ref.ReplayWindow(), [])
 
 
-def check_request(chk, session, state, type_, payload, envelope_hex):
-    """§12: the client seals the next request of the epoch; the server opens it."""
-    request = ref.RequestHeader(type_, session.session_id, state.number, state.next_seq)
-    state.next_seq += 1
+def check_request(chk, session, state, type_, seq, payload, envelope_hex):
+    """§12: the client seals a request of the epoch under the number it gave
+    it; the server opens it and its replay window (§14) accepts the number."""
+    request = ref.RequestHeader(type_, session.session_id, state.number, seq)
     chk.equal_hex("envelope", envelope_hex, ref.seal_request(session.suite, state.c2s, request, payload))
     opened_header, opened = ref.open_request(session.suite, state.c2s, h(envelope_hex))
     chk.equal("envelope header (opened by the server)", request, opened_header)
     chk.equal_hex("payload (opened by the server)", payload.hex(), opened)
+    state.window.accept(seq)  # refuses a number seen before (ProtocolError: replay)
+    state.seqs.append(seq)
     return request
+
+
+def check_sequence_numbers(chk, name, state):
+    """§11: the client numbers its requests 0, 1, 2, … in each epoch; they may
+    reach the server in another order (§14), but none is skipped or reused."""
+    chk.at(f"{name} sequence numbers")
+    chk.equal("seqs of the epoch (0 … n−1, in any order)",
+              list(range(len(state.seqs))), sorted(state.seqs))
 
 
 def check_reply(chk, session, state, request, reply_header, media_id, answer_hex, reply_hex):
@@ -452,16 +630,16 @@ def check_reply(chk, session, state, request, reply_header, media_id, answer_hex
     chk.equal_hex("answer (opened by the client)", answer_hex, plaintext)
 
 
-def check_exchange(chk, where, x, session, state):
+def check_exchange(chk, where, x, session, state, log):
     """One catalog, chunk or close request and its reply."""
     chk.at(where)
+    chk.holds("no request after close (§16: the session is deleted)", not log.closed)
     type_ = message_type(chk, x["type"])
-    chk.equal("seq (requests are numbered 0, 1, … in each epoch)", x["seq"], state.next_seq)
     payload = h(x["payload"])
-    request = check_request(chk, session, state, type_, payload, x["envelope"])
+    request = check_request(chk, session, state, type_, x["seq"], payload, x["envelope"])
     media_id = ""
     if type_ == ref.MESSAGE_TYPES["chunk"]:
-        reply_header, media_id = chunk_reply(chk, session, state, request, payload, h(x["answer"]))
+        reply_header, media_id = chunk_reply(chk, session, state, request, payload, h(x["answer"]), log)
     elif type_ in (ref.MESSAGE_TYPES["catalog"], ref.MESSAGE_TYPES["close"]):
         chk.equal("payload (§12: empty)", "", x["payload"])
         reply_header = ref.ReplyHeader(type_, 0, request.epoch, request.seq)
@@ -472,21 +650,37 @@ def check_exchange(chk, where, x, session, state):
         check_catalog(chk, session, h(x["answer"]))
     if type_ == ref.MESSAGE_TYPES["close"]:
         chk.equal("answer (§13: close is empty)", "", x["answer"])
+        log.closed = True
 
 
-def chunk_reply(chk, session, state, request, payload, answer):
+def chunk_reply(chk, session, state, request, payload, answer, log):
     """§12-§13, §15: the server counts the chunk and builds the clear header
     (index, media size, FlagFinal, remaining, FlagRekeySoon) from the request,
-    the catalog and the epoch's counters; the answer has the exact length."""
+    the catalog and the epoch's counters; the answer is the chunk's slice of
+    the medium, of the exact length."""
     index, media_id = ref.parse_chunk_request(payload)
     if media_id not in session.media_sizes:
         chk.fail(f"chunk of {media_id!r}, which is not in the catalog")
     media_size = session.media_sizes[media_id]
-    expected_length = ref.chunk_length(index, session.chunk_size, media_size)
-    chk.equal("answer length (§13)", expected_length, len(answer))
+    start, end = ref.chunk_span(index, session.chunk_size, media_size)
+    chk.equal("answer length (§13)", ref.chunk_length(index, session.chunk_size, media_size), len(answer))
+    chk.equal_hex(f"answer (§12: bytes {start} … {end - 1} of the medium)",
+                  session.media[media_id][start:end].hex(), answer)
     state.accounting.accept_chunk(EPOCH_AGE_SECONDS)
     header = ref.chunk_reply_header(state.accounting, request, index, media_size, EPOCH_AGE_SECONDS)
+    log.chunk_flags.add(header.flags)
+    log.short_chunks += end - start < session.chunk_size
     return header, media_id
+
+
+def check_session_coverage(chk, log):
+    """The session exercises both values of both flags (§13 FlagFinal, §15
+    FlagRekeySoon) and a short last chunk that gives bytes back (§15)."""
+    chk.at("coverage")
+    for name, flag in (("FlagFinal", ref.FLAG_FINAL), ("FlagRekeySoon", ref.FLAG_REKEY_SOON)):
+        chk.equal(f"chunk replies with and without {name}", [False, True],
+                  sorted({bool(flags & flag) for flags in log.chunk_flags}))
+    chk.holds("a short last chunk", log.short_chunks > 0)
 
 
 def check_catalog(chk, session, answer):
@@ -496,17 +690,19 @@ def check_catalog(chk, session, answer):
         chk.holds(f"catalog id {media['id']!r} is a valid media id", ref.valid_media_id(media["id"]))
 
 
-def check_rekey(chk, r, session, state):
+def check_rekey(chk, r, session, state, log):
     """§15 rotation: the rekey request under epoch n, the signed RekeyHello
     sealed as its reply, the rekey transcript chaining epoch n's hash."""
     chk.at("rekey")
+    chk.holds("no request after close (§16: the session is deleted)", not log.closed)
     suite, group = session.suite, session.suite.group
     client_private, server_private = h(r["client_x25519_private"]), h(r["server_x25519_private"])
     payload = h(r["request_payload"])
     rekey_request = ref.parse_rekey_request(payload)
     chk.equal_hex("request_payload key_share", rekey_request.key_share.hex(),
                   ref.key_share(group, client_private))
-    request = check_request(chk, session, state, ref.MESSAGE_TYPES["rekey"], payload, r["envelope"])
+    request = check_request(chk, session, state, ref.MESSAGE_TYPES["rekey"], state.next_unused_seq(), payload,
+                            r["envelope"])
     hello_raw = h(r["rekey_hello"])
     hello = ref.parse_rekey_hello(hello_raw, state.number + 1)
     chk.equal_hex("rekey_hello key_share", hello.key_share.hex(), ref.key_share(group, server_private))
@@ -519,12 +715,11 @@ def check_rekey(chk, r, session, state):
     transcript = ref.transcript_hash(suite.hash, ref.REKEY_TRANSCRIPT_CONTEXT, parts)
     chk.equal_hex("transcript_hash", r["transcript_hash"], transcript)
     chk.equal_hex("signature (re-signed)", r["signature"], ref.ed25519_sign(session.server_seed, transcript))
-    check_signed(chk, "signed", h(r["signed"]), r["rekey_hello"], r["signature"], session.server_seed,
+    check_signed(chk, "signed", h(r["signed"]), r["rekey_hello"], r["signature"], session.server_key,
                  transcript)
     reply_header = ref.ReplyHeader(request.type, 0, request.epoch, request.seq)
     check_reply(chk, session, state, request, reply_header, "", r["signed"], r["reply"])
     return client_side, transcript, hello.limits
-
 
 # ---------------------------------------------------------------------------
 
@@ -536,6 +731,7 @@ SECTIONS = {
     "groups": (check_groups, "groups"),
     "transcripts": (check_transcripts, "vectors"),
     "signatures": (check_signatures, "vectors"),
+    "signature_checks": (check_signature_checks, "vectors"),
     "request_headers": (check_request_headers, "vectors"),
     "response_headers": (check_response_headers, "vectors"),
     "reply_ad": (check_reply_ad, "vectors"),
@@ -650,8 +846,69 @@ def describe(path, offset):
     return where if offset is None else f"{where} byte {offset}"
 
 
+def lax_verifiers(strict):
+    """Verifiers that §9 forbids, each in place of drmref.verify_signature:
+    the check must notice every one, or it could not tell a broken verifier
+    from a good one."""
+
+    def accepts_anything(key, params, message, signature):
+        return True
+
+    def reads_pss_salt_length_from_signature(key, params, message, signature):
+        if params.algorithm != "rsa-pss":
+            return strict(key, params, message, signature)
+        return library_pss_verifies(key, pss_auto(params), message, signature)
+
+    def hash_chosen_by_key(key, params, message, signature):
+        if params.algorithm in ("ecdsa", "rsa-pss"):
+            try:
+                spec = ref.server_signature_parameters(key)
+            except ref.ProtocolError:
+                return False
+            params = ref.SignatureParameters(params.name, params.algorithm, spec.hash, spec.mgf1_hash,
+                                             params.salt_length)
+        return strict(key, params, message, signature)
+
+    def any_salt_length(key, params, message, signature):
+        if params.algorithm != "rsa-pss":
+            return strict(key, params, message, signature)
+        return ref.rsa_pss_salt_length(key, message, signature, params.hash, params.mgf1_hash) is not None
+
+    return {
+        "accepts anything": (accepts_anything, ("signatures", "signature_checks", "session")),
+        "PSS salt length read from the signature (library AUTO)": (
+            reads_pss_salt_length_from_signature, ("signature_checks",)),
+        "PSS salt length not checked (RFC 8017 decoding)": (any_salt_length, ("signature_checks",)),
+        "hash chosen by the key, not by the parameters": (hash_chosen_by_key, ("signature_checks",)),
+    }
+
+
+def self_test_verifiers(vectors):
+    """Each lax verifier must make the sections that verify signatures fail."""
+    strict, unnoticed = ref.verify_signature, []
+    for name, (lax, sections) in lax_verifiers(strict).items():
+        ref.verify_signature = lax
+        try:
+            for section in sections:
+                try:
+                    check_section(section, vectors[section])
+                except Mismatch as err:
+                    if VERBOSE:
+                        print(f"  {name}: {err}")
+                    continue
+                unnoticed.append(f"{name} ({section})")
+        finally:
+            ref.verify_signature = strict
+        print(f"self-test lax verifier: {name}, in {', '.join(sections)}")
+    return unnoticed
+
+
+VERBOSE = os.environ.get("DRMREF_VERBOSE") == "1"
+
+
 def self_test(vectors):
-    """Every one-bit corruption must make its section's check fail."""
+    """Every one-bit corruption must make its section's check fail, and so
+    must every lax signature verifier."""
     undetected, excused = [], []
     for name in SECTIONS:
         tried = 0
@@ -670,12 +927,13 @@ def self_test(vectors):
                 undetected.append(describe(path, offset))
         print(f"self-test {name:17} {tried:4} one-bit corruptions")
     print(f"self-test: excused (ML-KEM-768 only, README.md): {', '.join(excused) or 'none'}")
+    undetected += [f"lax verifier: {item}" for item in self_test_verifiers(vectors)]
     if undetected:
         print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
         for item in undetected:
             print(f"  {item}", file=sys.stderr)
         return False
-    print("self-test: every corruption was detected")
+    print("self-test: every corruption and every lax verifier was detected")
     return True
 
 

@@ -4,10 +4,13 @@ Written from docs/PROTOCOL.md alone, never from the Go code in protocol/, so
 that check_vectors.py can tell when the code (and the vectors it generates)
 and the specification drift apart. "§n" is section n of docs/PROTOCOL.md.
 
-Only what the vectors exercise is here: no networking, session store or
-replay window, only Ed25519 server signatures, and no ML-KEM-768 (the
-Debian `cryptography` has none), so the ML-KEM half of X25519MLKEM768 is
-taken as given by the caller.
+Only what the vectors exercise is here: no networking or session store; the
+replay window by its rule (§14), not its bitmap; the four §9 signature
+schemes, of which only Ed25519 signs (the others are randomised, so the
+vectors can only be verified); of X.509 only what finds the leaf's key and
+ties a chain to a pinned root; and no ML-KEM-768 (the Debian `cryptography`
+has none), so the ML-KEM half of X25519MLKEM768 is taken as given by the
+caller.
 """
 
 import base64
@@ -20,9 +23,11 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -327,14 +332,174 @@ def transcript_hash(hash_, context, parts):
 
 
 # ---------------------------------------------------------------------------
-# §9 Server signature (Ed25519 only: the vectors cover no other key type)
+# §9 Server signature
 
 SERVER_SIGNATURE_CONTEXT = b"caddy-drm/1 server signature\0"
+RSA_MIN_BITS = 2048
+PSS_SALT_LEN = 32
 
 
 def signed_content(transcript):
     """§9: the context keeps this signature apart from any other use of the key."""
     return SERVER_SIGNATURE_CONTEXT + transcript
+
+
+@dataclass(frozen=True)
+class SignatureParameters:
+    """One way of checking a signature. §9 allows exactly one per key type
+    (server_signature_parameters); the others exist so that a checker can
+    show that the same signature is refused under them."""
+
+    name: str  # the scheme's name, as vectors.json spells key_type
+    algorithm: str  # "ed25519", "ecdsa", "rsa-pss" or "rsa-pkcs1v15"
+    hash: str = None  # hashlib name of the message hash (not for Ed25519)
+    mgf1_hash: str = None  # RSA-PSS only
+    salt_length: int = None  # RSA-PSS only
+
+
+# §9's table: the scheme is chosen by the type of the leaf certificate's key,
+# independently of the suite's hash.
+ED25519_SCHEME = SignatureParameters("ed25519", "ed25519")
+ECDSA_P256_SCHEME = SignatureParameters("ecdsa-p256-sha256", "ecdsa", "sha256")
+ECDSA_P384_SCHEME = SignatureParameters("ecdsa-p384-sha384", "ecdsa", "sha384")
+RSA_PSS_SCHEME = SignatureParameters("rsa-pss-sha256", "rsa-pss", "sha256", "sha256", PSS_SALT_LEN)
+ECDSA_CURVES = {"secp256r1": ECDSA_P256_SCHEME, "secp384r1": ECDSA_P384_SCHEME}
+
+
+def load_public_key(spki_der):
+    """A DER SubjectPublicKeyInfo (the form a certificate carries the key in)."""
+    try:
+        return serialization.load_der_public_key(spki_der)
+    except (ValueError, TypeError) as err:
+        raise ProtocolError("certificate", f"public key does not parse: {err}") from None
+
+
+def server_signature_parameters(public_key):
+    """§9: Ed25519; ECDSA P-256 with SHA-256; ECDSA P-384 with SHA-384; RSA of
+    at least 2048 bits with RSASSA-PSS, SHA-256, MGF1-SHA-256, salt 32. Other
+    keys (RSA below 2048 bits, other curves) are refused."""
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return ED25519_SCHEME
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name in ECDSA_CURVES:
+            return ECDSA_CURVES[public_key.curve.name]
+        raise ProtocolError("certificate", f"ECDSA curve {public_key.curve.name} is not allowed")
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size >= RSA_MIN_BITS:
+            return RSA_PSS_SCHEME
+        raise ProtocolError("certificate", f"RSA key of {public_key.key_size} bits")
+    raise ProtocolError("certificate", f"key type {type(public_key).__name__} is not allowed")
+
+
+HASH_ALGORITHMS = {
+    "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
+}
+
+
+def hash_algorithm(name):
+    return HASH_ALGORITHMS[name]()
+
+
+def is_der_ecdsa_signature(signature):
+    """§9: ECDSA signatures are the ASN.1 DER SEQUENCE {r, s}; DER has exactly
+    one encoding per value, so decoding and re-encoding must give the bytes back."""
+    try:
+        r, s = asym_utils.decode_dss_signature(signature)
+    except ValueError:
+        return False
+    return r > 0 and s > 0 and asym_utils.encode_dss_signature(r, s) == signature
+
+
+def mgf1(hash_name, seed, length):
+    """RFC 8017 B.2.1 MGF1."""
+    out, counter = b"", 0
+    while len(out) < length:
+        out += hashlib.new(hash_name, seed + uint(32, counter)).digest()
+        counter += 1
+    return out[:length]
+
+
+def rsa_pss_salt_length(public_key, message, signature, hash_name, mgf1_hash_name):
+    """RFC 8017 §8.1.2 and §9.1.2 (EMSA-PSS-VERIFY) with the raw RSA function,
+    without the library's PSS: the length of the salt the signer used if the
+    signature is a valid PSS signature of `message` under these hashes for any
+    salt length, else None. A verifier that takes the salt length from the
+    signature instead of requiring 32 (§9) would accept what this finds."""
+    numbers = public_key.public_numbers()
+    n, e = numbers.n, numbers.e
+    k = (n.bit_length() + 7) // 8
+    if len(signature) != k:
+        return None
+    s = int.from_bytes(signature, "big")
+    if s >= n:
+        return None
+    em_bits = n.bit_length() - 1
+    em_len = (em_bits + 7) // 8
+    m = pow(s, e, n)
+    if m >= 1 << (8 * em_len):
+        return None
+    em = uint(8 * em_len, m)
+    h_len = hashlib.new(hash_name).digest_size
+    if em_len < h_len + 2 or em[-1] != 0xBC:
+        return None
+    masked_db, h = em[: em_len - h_len - 1], em[em_len - h_len - 1 : -1]
+    top_bits = 8 * em_len - em_bits
+    top_mask = (0xFF >> top_bits) if top_bits else 0xFF
+    if masked_db[0] & ~top_mask & 0xFF:
+        return None
+    db = bytearray(xor_bytes(masked_db, mgf1(mgf1_hash_name, h, len(masked_db))))
+    db[0] &= top_mask
+    one = next((i for i, b in enumerate(db) if b), None)
+    if one is None or db[one] != 0x01:
+        return None
+    salt = bytes(db[one + 1 :])
+    m_hash = hashlib.new(hash_name, message).digest()
+    if not hmac.compare_digest(h, hashlib.new(hash_name, bytes(8) + m_hash + salt).digest()):
+        return None
+    return len(salt)
+
+
+def verify_signature(public_key, params, message, signature):
+    """True iff `signature` is a signature of `message` by `public_key` under
+    exactly `params`; a key of another type than the parameters is False.
+    For the schemes that hash, the message is hashed here and the digest is
+    what is verified, as §9's column 'message signed' says."""
+    try:
+        if params.algorithm == "ed25519":
+            if not isinstance(public_key, ed25519.Ed25519PublicKey):
+                return False
+            public_key.verify(signature, message)
+            return True
+        digest = hashlib.new(params.hash, message).digest()
+        prehashed = asym_utils.Prehashed(hash_algorithm(params.hash))
+        if params.algorithm == "ecdsa":
+            if not isinstance(public_key, ec.EllipticCurvePublicKey) or not is_der_ecdsa_signature(signature):
+                return False
+            public_key.verify(signature, digest, ec.ECDSA(prehashed))
+            return True
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            return False
+        if params.algorithm == "rsa-pkcs1v15":
+            public_key.verify(signature, digest, padding.PKCS1v15(), prehashed)
+            return True
+        if params.algorithm == "rsa-pss":
+            pss = padding.PSS(padding.MGF1(hash_algorithm(params.mgf1_hash)), params.salt_length)
+            public_key.verify(signature, digest, pss, prehashed)
+            # The same check again from RFC 8017, without the library's PSS.
+            found = rsa_pss_salt_length(public_key, message, signature, params.hash, params.mgf1_hash)
+            return found == params.salt_length
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    raise ValueError(f"signature algorithm {params.algorithm!r}")
+
+
+def verify_server_signature(public_key, transcript, signature):
+    """§9, the client's check: the scheme of the leaf key's type, over the
+    signed content; raises ProtocolError("bad-signature") (ErrBadSignature,
+    client side), or "certificate" for a key type §9 does not allow."""
+    params = server_signature_parameters(public_key)
+    if not verify_signature(public_key, params, signed_content(transcript), signature):
+        raise ProtocolError("bad-signature", "server signature does not verify")
 
 
 def ed25519_public_key(seed):
@@ -343,18 +508,15 @@ def ed25519_public_key(seed):
 
 
 def ed25519_sign(seed, transcript):
-    """§9 Ed25519 (pure): the signed content itself is signed."""
+    """§9 Ed25519 (pure): the signed content itself is signed. Ed25519 is
+    deterministic, so a vector's signature can be recomputed; the other
+    schemes are randomised and can only be verified."""
     return ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(signed_content(transcript))
 
 
 def ed25519_verify(public_key, transcript, signature):
-    """§9: raises ProtocolError("bad-signature") (ErrBadSignature, client side)."""
-    try:
-        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(
-            signature, signed_content(transcript)
-        )
-    except InvalidSignature:
-        raise ProtocolError("bad-signature", "server signature does not verify") from None
+    """§9 with a raw 32-byte Ed25519 public key."""
+    verify_server_signature(ed25519.Ed25519PublicKey.from_public_bytes(public_key), transcript, signature)
 
 
 # ---------------------------------------------------------------------------
@@ -683,17 +845,52 @@ def open_reply(suite, s2c_keys, request, session_id, media_id, reply):
     return header, open_sealed(suite, s2c_keys, header.seq, reply[REPLY_HEADER_LEN:], ad)
 
 
+def chunk_span(index, chunk_size, media_size):
+    """§12: chunk i is plaintext bytes [i·chunk_size, min((i+1)·chunk_size,
+    media_size)); §13: it must start inside the medium (index·chunk_size <
+    media_size), except chunk 0 of an empty medium."""
+    start = index * chunk_size
+    if start >= media_size and not (index == 0 and media_size == 0):
+        raise ProtocolError("out-of-range", f"chunk {index} of a {media_size}-byte medium")
+    return start, min(start + chunk_size, media_size)
+
+
 def chunk_length(index, chunk_size, media_size):
     """§13: min(chunk_size, media_size − index·chunk_size); 0 for chunk 0 of an
     empty medium."""
-    if index * chunk_size >= media_size and not (index == 0 and media_size == 0):
-        raise ProtocolError("out-of-range", f"chunk {index} of a {media_size}-byte medium")
-    return min(chunk_size, media_size - index * chunk_size)
+    start, end = chunk_span(index, chunk_size, media_size)
+    return end - start
 
 
 def is_final_chunk(index, chunk_size, media_size):
     """§13: FlagFinal iff (index+1)·chunk_size ≥ media_size."""
     return (index + 1) * chunk_size >= media_size
+
+
+# ---------------------------------------------------------------------------
+# §14 Replay window
+
+
+class ReplayWindow:
+    """§14, by its rule rather than its bitmap: s is accepted iff it was never
+    accepted in this epoch and (s > h, the highest accepted, or h − s ≤ 960).
+    One window per epoch; nothing is accepted at its start."""
+
+    def __init__(self):
+        self.highest = None
+        self.accepted = set()
+
+    def accept(self, seq):
+        """Records seq, or refuses it (replay)."""
+        if seq in self.accepted:
+            raise ProtocolError("replay", f"sequence number {seq} seen before")
+        if self.highest is not None and seq < self.highest and self.highest - seq > REPLAY_WINDOW_SIZE:
+            raise ProtocolError("replay", f"sequence number {seq} too old (highest {self.highest})")
+        self.accepted.add(seq)
+        if self.highest is None or seq > self.highest:
+            self.highest = seq
+            # Numbers this far behind are refused by the age rule anyway.
+            self.accepted = {n for n in self.accepted if self.highest - n <= REPLAY_WINDOW_SIZE}
 
 
 # ---------------------------------------------------------------------------
@@ -868,8 +1065,8 @@ class ServerHello:
 
 
 def parse_server_hello(raw, offered_suites):
-    """§6 ServerHello with the client's checks (certificate chain excepted: the
-    vectors carry a placeholder, and its verification is X.509, not this protocol)."""
+    """§6 ServerHello with the client's checks of the message itself; the
+    certificate chain is checked by verify_certificate_chain."""
     obj = _json_object(raw)
     if obj.get("version") != VERSION:
         raise ProtocolError("version", repr(obj.get("version")))
@@ -887,6 +1084,78 @@ def parse_server_hello(raw, offered_suites):
         limits=parse_limits(obj["limits"]),
         credentials_requested=obj.get("credentials_requested", []),
     )
+
+
+# §6 certificates: "X.509 certificate chain, DER, leaf first; at least one;
+# verified against the client's pinned root; the leaf's key checks the
+# signature". X.509 itself is not this protocol: only what a client needs to
+# find the leaf's key and to tie the chain to its pinned root is here (no
+# validity dates, name or extension checks: §6 names none).
+
+# The certificate signature algorithms this check can verify: those of the
+# §9 key types (with the usual X.509 hashes) and RSA PKCS#1 v1.5.
+_X509_ED25519 = "1.3.101.112"
+
+
+def parse_certificate(der):
+    """One DER certificate; ErrCertificate (client side) if it does not parse."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as err:
+        raise ProtocolError("certificate", f"certificate does not parse: {err}") from None
+
+
+def certificate_signed_by(cert, issuer_public_key):
+    """The X.509 signature of cert verifies under the issuer's key."""
+    try:
+        if cert.signature_algorithm_oid.dotted_string == _X509_ED25519:
+            if not isinstance(issuer_public_key, ed25519.Ed25519PublicKey):
+                return False
+            issuer_public_key.verify(cert.signature, cert.tbs_certificate_bytes)
+            return True
+        hash_ = cert.signature_hash_algorithm
+        if isinstance(issuer_public_key, ec.EllipticCurvePublicKey):
+            issuer_public_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hash_))
+            return True
+        if isinstance(issuer_public_key, rsa.RSAPublicKey):
+            issuer_public_key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hash_)
+            return True
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return False
+
+
+def is_self_signed(cert):
+    return cert.issuer == cert.subject and certificate_signed_by(cert, cert.public_key())
+
+
+def verify_certificate_chain(chain_der, pinned_root_der):
+    """§6: the chain, leaf first, leads to the pinned root (each certificate
+    issued and signed by the next; the last is the pinned root itself or is
+    signed by it); returns the leaf's public key, which must be of a type §9
+    allows. Raises ProtocolError("certificate") (ErrCertificate)."""
+    if not chain_der:
+        raise ProtocolError("certificate", "no certificates")
+    chain = [parse_certificate(der) for der in chain_der]
+    root = parse_certificate(pinned_root_der)
+    for cert, issuer in zip(chain, chain[1:]):
+        if cert.issuer != issuer.subject or not certificate_signed_by(cert, issuer.public_key()):
+            subject = cert.subject.rfc4514_string()
+            raise ProtocolError("certificate", f"{subject} is not signed by the next certificate")
+    last = chain[-1]
+    if chain_der[-1] != pinned_root_der and (
+        last.issuer != root.subject or not certificate_signed_by(last, root.public_key())
+    ):
+        raise ProtocolError("certificate", "the chain does not lead to the pinned root")
+    leaf_key = chain[0].public_key()
+    server_signature_parameters(leaf_key)  # §9: refuses the other key types
+    return leaf_key
+
+
+def public_key_bytes(public_key):
+    """The key as a DER SubjectPublicKeyInfo, to compare keys of any type."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return public_key.public_bytes(serialization.Encoding.DER, spki)
 
 
 @dataclass(frozen=True)
