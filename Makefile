@@ -11,17 +11,24 @@ TOOLS     := internal/tools
 FUZZTIME  ?= 3s
 FUZZ_PKGS := ./protocol ./caddymodule
 
+# What the binaries are built from: a binary is rebuilt when one of these
+# is newer than it.
+SOURCES := $(shell find . -path ./demo -prune -o \( -name '*.go' -o -name go.mod -o -name go.sum \) -print)
+
 .PHONY: all caddy clientproxy demo deps ref test test-short check fuzz e2e bench clean
 
 all: caddy clientproxy
 
+caddy: $(BIN)/caddy
+clientproxy: $(BIN)/clientproxy
+
 # Caddy v2.11.9 with this module, from xcaddy.json (the xcaddy library,
 # with this checkout replacing the published module), built by buildcaddy
 # in the tools module.
-caddy:
+$(BIN)/caddy: $(SOURCES) xcaddy.json
 	cd $(TOOLS) && $(GO) run ./buildcaddy -config $(CURDIR)/xcaddy.json -local $(CURDIR) -o $(CURDIR)/$(BIN)/caddy
 
-clientproxy:
+$(BIN)/clientproxy: $(SOURCES)
 	$(GO) build -o $(BIN)/clientproxy ./cmd/clientproxy
 
 demo: caddy clientproxy deps

@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -125,9 +126,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	bufSize := protocol.MaxReplySize - protocol.MaxChunkSize + h.ChunkSize
 	h.bufs = &sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
 
-	// Sessions belong to the identity that signed their handshakes.
-	leaf := sha256.Sum256(id.Chain[0])
-	h.poolKey = fmt.Sprintf("sessions|%s|%x|%v|%d", h.Prefix, leaf[:8], h.SessionIdleTimeout, h.MaxSessions)
+	h.poolKey = h.sessionPoolKey()
 	store, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newMemoryStore(time.Duration(h.SessionIdleTimeout), h.MaxSessions), nil
 	})
@@ -137,6 +136,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.sessions = store.(SessionStore)
 	registerMetrics(ctx)
 	return nil
+}
+
+// sessionPoolKey names the session store of this configuration. Sessions
+// belong to what made them: the identity that signed their handshakes, the
+// suites, chunk size and limits they were negotiated under, and the
+// store's bounds. A reload that keeps all of these keeps every session; one
+// that changes any starts a new store, and the clients of the old sessions
+// run a new handshake (unknown-session) without their players noticing.
+func (h *Handler) sessionPoolKey() string {
+	cfg := fmt.Sprintf("%s|%x|%s|%d|%+v|%v|%d", h.Prefix, sha256.Sum256(h.server.Identity.Chain[0]),
+		strings.Join(protocol.SuiteNames(h.server.Suites), ","), h.server.ChunkSize, h.server.Limits,
+		h.SessionIdleTimeout, h.MaxSessions)
+	sum := sha256.Sum256([]byte(cfg))
+	return "sessions|" + hex.EncodeToString(sum[:16])
 }
 
 func (h *Handler) setDefaults() {

@@ -65,7 +65,7 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
 	items, err := s.catalog.list(r.Context())
 	if err != nil {
 		s.logger.Error("catalog page failed", "err", err)
-		http.Error(w, "bad gateway: "+err.Error(), http.StatusBadGateway)
+		http.Error(w, "Bad Gateway: "+err.Error(), http.StatusBadGateway)
 		return
 	}
 	entries := make([]indexEntry, len(items))
@@ -100,7 +100,7 @@ func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request) {
 	items, err := s.catalog.list(r.Context())
 	if err != nil {
 		s.logger.Error("playlist failed", "err", err)
-		http.Error(w, "bad gateway: "+err.Error(), http.StatusBadGateway)
+		http.Error(w, "Bad Gateway: "+err.Error(), http.StatusBadGateway)
 		return
 	}
 	scheme := "http"

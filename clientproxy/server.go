@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
 // Defaults for ServerOptions fields left at zero.
@@ -124,7 +126,7 @@ func (s *Server) chunkSizeOf(ctx context.Context) (int64, error) {
 
 // serveMedia streams one medium with Range support. Nothing is written
 // before the first chunk to be sent is verified, so a failure there is a
-// clean 502; a failure later can no longer change the status line, so the
+// clean error status (failMedia); a failure later can no longer change the status line, so the
 // response is aborted rather than ended short, and the player sees an
 // error instead of a truncated file it might take as complete.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +134,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id") // already path-unescaped by ServeMux
 	info, ok, err := s.catalog.lookup(ctx, id)
 	if err != nil {
-		s.badGateway(w, r, id, err)
+		s.failMedia(w, r, id, err)
 		return
 	}
 	if !ok {
@@ -140,19 +142,19 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if info.Size < 0 {
-		s.badGateway(w, r, id, fmt.Errorf("catalog size %d", info.Size))
+		s.failMedia(w, r, id, fmt.Errorf("catalog size %d", info.Size))
 		return
 	}
 	cs, err := s.chunkSizeOf(ctx)
 	if err != nil {
-		s.badGateway(w, r, id, err)
+		s.failMedia(w, r, id, err)
 		return
 	}
 
 	rd := newMediaReader(ctx, s.cache, medium{id: id, size: info.Size, chunkSize: cs})
 	if off, ok := firstServedOffset(r, info.Size); ok {
 		if err := rd.prime(off); err != nil {
-			s.badGateway(w, r, id, err)
+			s.failMedia(w, r, id, err)
 			return
 		}
 	}
@@ -172,11 +174,24 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// badGateway answers a failure of the protected channel before any media
-// byte was written.
-func (s *Server) badGateway(w http.ResponseWriter, r *http.Request, id string, err error) {
+// failMedia answers a failure before any media byte was written.
+func (s *Server) failMedia(w http.ResponseWriter, r *http.Request, id string, err error) {
 	s.logFailure(r, id, "media request failed", err)
-	http.Error(w, "bad gateway: "+err.Error(), http.StatusBadGateway)
+	status := playerStatus(err)
+	http.Error(w, http.StatusText(status)+": "+err.Error(), status)
+}
+
+// playerStatus tells the player what went wrong on the way, in HTTP: the
+// medium is gone (404), the origin did not answer in time (504), anything
+// else failed between here and the media (502).
+func playerStatus(err error) int {
+	switch {
+	case errors.Is(err, protocol.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, protocol.ErrOriginTimeout):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
 }
 
 // logFailure logs at Error, or at Debug when the player simply went away,

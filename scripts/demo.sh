@@ -53,19 +53,38 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# wait_ready NAME PID URL LOG: poll URL until the server answers anything,
+# for at most 60 s; fail with the log's tail if the process exits first.
+wait_ready() {
+	local name=$1 pid=$2 url=$3 log=$4
+	for _ in $(seq 600); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "demo: $name exited before it answered on $url; the end of $log:" >&2
+			tail -n 20 "$log" >&2
+			exit 1
+		fi
+		curl -sS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "demo: $name did not answer on $url within 60 s; the end of $log:" >&2
+	tail -n 20 "$log" >&2
+	exit 1
+}
+
 XDG_DATA_HOME="$PWD/demo/data" XDG_CONFIG_HOME="$PWD/demo/config" \
 	bin/caddy run --config Caddyfile.example --adapter caddyfile >demo/caddy.log 2>&1 &
 pids+=($!)
+wait_ready Caddy "$!" "http://127.0.0.1:$port/" demo/caddy.log
 bin/clientproxy --server "http://127.0.0.1:$port/drm" --root-ca demo/pki/root.crt --listen "$listen" >demo/clientproxy.log 2>&1 &
 pids+=($!)
+wait_ready clientproxy "$!" "http://$listen/healthz" demo/clientproxy.log
 
-for _ in $(seq 50); do
-	curl -fsS -o /dev/null "http://$listen/healthz" 2>/dev/null && break
-	sleep 0.2
-done
 # A quick proof that the chain works: fetch one whole track through it.
 if ! curl -fsS -o demo/check.flac "http://$listen/media/a440.flac" || ! cmp -s demo/check.flac demo/media/a440.flac; then
-	echo "demo: the track did not come through intact; see demo/caddy.log and demo/clientproxy.log" >&2
+	echo "demo: the track did not come through intact. The end of demo/caddy.log:" >&2
+	tail -n 20 demo/caddy.log >&2
+	echo "The end of demo/clientproxy.log:" >&2
+	tail -n 20 demo/clientproxy.log >&2
 	exit 1
 fi
 rm -f demo/check.flac

@@ -33,6 +33,7 @@ import (
 type config struct {
 	server, rootCA, serverName, listen, suites, tlsRootCA, logLevel string
 	prefetch, cacheChunks                                           int
+	retryBudget                                                     time.Duration
 	allowRemote                                                     bool
 }
 
@@ -61,6 +62,7 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.IntVar(&c.prefetch, "prefetch", envInt("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player, negative for none (env CLIENTPROXY_PREFETCH)")
 	fs.IntVar(&c.cacheChunks, "cache-chunks", envInt("cache-chunks", clientproxy.DefaultCacheChunks), "chunks kept in memory (env CLIENTPROXY_CACHE_CHUNKS)")
+	fs.DurationVar(&c.retryBudget, "retry-budget", envDuration("retry-budget", clientproxy.DefaultRetryBudget), "how long one request keeps retrying while the server is unreachable or its origin fails (env CLIENTPROXY_RETRY_BUDGET)")
 	fs.BoolVar(&c.allowRemote, "allow-remote", os.Getenv(envName("allow-remote")) == "true", "allow --listen on a non-loopback address: anyone who reaches it can play the media (env CLIENTPROXY_ALLOW_REMOTE)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: clientproxy --server URL --root-ca FILE [flags]\n\n"+
@@ -88,6 +90,13 @@ func envName(flagName string) string {
 func envOr(flagName, def string) string {
 	if v, ok := os.LookupEnv(envName(flagName)); ok {
 		return v
+	}
+	return def
+}
+
+func envDuration(flagName string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(envName(flagName))); err == nil {
+		return d
 	}
 	return def
 }
@@ -124,7 +133,7 @@ func run(args []string) error {
 	}
 	client, err := clientproxy.NewClient(clientproxy.ClientOptions{
 		ServerURL: c.server, Roots: roots, ServerName: c.serverName,
-		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), Logger: logger,
+		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), RetryBudget: c.retryBudget, Logger: logger,
 	})
 	if err != nil {
 		return err
