@@ -32,12 +32,15 @@ func fetchRange(r *http.Request, next caddyhttp.Handler, originPath string, offs
 	sub := subRequest(r, originPath)
 	sub.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
 	cw := &captureWriter{header: make(http.Header), buf: buf[:0], limit: length, skip: -1, offset: offset, countAll: true}
-	err := next.ServeHTTP(cw, sub)
+	err := serveOrigin(next, cw, sub)
 	if cw.status == 0 {
 		if err != nil {
 			return originSlice{}, originError(err)
 		}
 		cw.status = http.StatusOK
+	}
+	if errors.Is(err, protocol.ErrOrigin) {
+		return originSlice{}, err // it aborted after it began to answer
 	}
 	out := originSlice{data: cw.buf, contentType: cw.header.Get("Content-Type")}
 	if cw.status < 300 && isErrorPage(out.contentType) {
@@ -94,7 +97,7 @@ func fetchWhole(r *http.Request, next caddyhttp.Handler, originPath, accept stri
 		sub.Header.Set("Accept", accept)
 	}
 	cw := &captureWriter{header: make(http.Header), limit: limit, skip: -1}
-	err := next.ServeHTTP(cw, sub)
+	err := serveOrigin(next, cw, sub)
 	if cw.status == 0 {
 		if err != nil {
 			var he caddyhttp.HandlerError
@@ -109,6 +112,22 @@ func fetchWhole(r *http.Request, next caddyhttp.Handler, originPath, accept stri
 		return 0, nil, nil, fmt.Errorf("%w: %s is larger than %d bytes", protocol.ErrOrigin, originPath, limit)
 	}
 	return cw.status, cw.header, cw.buf, nil
+}
+
+// serveOrigin runs the sub-request. An origin that fails after it began
+// its answer — reverse_proxy whose upstream hangs up mid-body — aborts
+// with panic(http.ErrAbortHandler), which would cut off the client's own
+// connection: it becomes an origin error instead, answered with a status.
+func serveOrigin(next caddyhttp.Handler, w http.ResponseWriter, sub *http.Request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			err = fmt.Errorf("%w: %s: the origin aborted its answer", protocol.ErrOrigin, sub.URL.Path)
+		}
+	}()
+	return next.ServeHTTP(w, sub)
 }
 
 // subRequest clones r for the origin: GET of originPath, no body, and none

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -378,7 +379,8 @@ func TestFetchWhole(t *testing.T) {
 // origin cannot serve gives 404 or 502 with a Drm-Error, never 500.
 func TestOriginFailuresThroughHandler(t *testing.T) {
 	files := map[string][]byte{}
-	for _, id := range []string{"gone.flac", "forbidden.flac", "broken.flac", "error.flac", "plain.flac", "redirect.flac", "panic-free.flac"} {
+	for _, id := range []string{"gone.flac", "forbidden.flac", "broken.flac", "error.flac", "plain.flac", "redirect.flac",
+		"timeout.flac", "timeout-written.flac", "aborted.flac", "html.flac", "resized.flac", "panic-free.flac"} {
 		files[id] = mediaBytes(10, 3)
 	}
 	o := newOrigin(rangeMode, true, files)
@@ -401,18 +403,50 @@ func TestOriginFailuresThroughHandler(t *testing.T) {
 		http.Redirect(w, r, "/elsewhere.flac", http.StatusMovedPermanently)
 		return nil
 	})
+	// reverse_proxy's upstream timing out, as it reports it, or a proxy
+	// in between answering 504.
+	o.handle("/timeout.flac", func(w http.ResponseWriter, r *http.Request) error {
+		return caddyhttp.Error(http.StatusGatewayTimeout, context.DeadlineExceeded)
+	})
+	o.handle("/timeout-written.flac", func(w http.ResponseWriter, r *http.Request) error {
+		w.WriteHeader(http.StatusGatewayTimeout)
+		return nil
+	})
+	// reverse_proxy's upstream hanging up mid-body: it aborts with a panic.
+	o.handle("/aborted.flac", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Range", "bytes 0-9/10")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("01234"))
+		panic(http.ErrAbortHandler)
+	})
+	o.handle("/html.flac", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("0123456789")) // even of the medium's size
+		return nil
+	})
 	e := newEnv(t, o, nil)
 	s := e.session(t)
+	// resized.flac changes after the catalog was read: refused, not
+	// served under the catalog's size.
+	if _, err := e.h.catalog.lookup(httptest.NewRequest("POST", "/", nil), e.next, "resized.flac"); err != nil {
+		t.Fatal(err)
+	}
+	o.set("resized.flac", mediaBytes(11, 3))
 	for id, want := range map[string]struct {
 		status int
 		code   string
 	}{
-		"gone.flac":      {404, "not-found"},
-		"forbidden.flac": {404, "not-found"},
-		"broken.flac":    {502, "origin"},
-		"error.flac":     {502, "origin"},
-		"plain.flac":     {502, "origin"},
-		"redirect.flac":  {502, "origin"},
+		"gone.flac":            {404, "not-found"},
+		"forbidden.flac":       {404, "not-found"},
+		"broken.flac":          {502, "origin"},
+		"error.flac":           {502, "origin"},
+		"plain.flac":           {502, "origin"},
+		"redirect.flac":        {502, "origin"},
+		"timeout.flac":         {504, "origin-timeout"},
+		"timeout-written.flac": {504, "origin-timeout"},
+		"aborted.flac":         {502, "origin"},
+		"html.flac":            {502, "origin"},
+		"resized.flac":         {502, "origin"},
 	} {
 		req := s.NewChunkRequest(id, 0)
 		resp, _ := e.post(t, "chunk", req.Envelope())

@@ -226,12 +226,21 @@ func (c *Client) do(ctx context.Context, what string, build func(*protocol.Clien
 		case giveUp:
 			return nil, err
 		case wait:
-			d := backoff(waits)
-			waits++
-			if elapsed := time.Since(start); elapsed+d > c.opts.RetryBudget {
+			// The last wait is cut to what is left of the budget, so
+			// the last attempt comes as late as the budget allows.
+			elapsed := time.Since(start)
+			left := c.opts.RetryBudget - elapsed
+			if left <= 0 {
 				return nil, fmt.Errorf("%w (gave up after %v)", err, elapsed.Round(time.Millisecond))
 			}
-			c.logger.Warn("retrying", "what", what, "in", d.Round(time.Millisecond), "err", err)
+			d := min(backoff(waits), left)
+			// The first wait of a request is news; the rest are detail.
+			level := slog.LevelDebug
+			if waits == 0 {
+				level = slog.LevelInfo
+			}
+			waits++
+			c.logger.Log(ctx, level, "retrying", "what", what, "in", d.Round(time.Millisecond), "err", err)
 			if err := c.sleep(ctx, d); err != nil {
 				return nil, err
 			}
@@ -345,7 +354,7 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte
 	req.Header.Set("Content-Type", ctype)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", endpoint, err)
+		return nil, err // a *url.Error: it names the endpoint's URL
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,7 +19,7 @@ import (
 )
 
 // caddyPreamble comes before every test Caddyfile. Global options: no admin
-// endpoint, nothing persisted, no automatic HTTPS (see caddyOptions.HTTPS),
+// endpoint (see caddyOptions.Admin), nothing persisted, no automatic HTTPS (see caddyOptions.HTTPS),
 // loopback only, short graceful shutdown. The snippet e2e_access_log is for
 // site blocks to `import`: a JSON access log to {{.AccessLog}} (every
 // request with its headers, status and bytes written). The identity site
@@ -25,7 +27,11 @@ import (
 // Host e2e-identity.invalid on the test port, so that proc.StartCaddy can
 // tell its own caddy from another process sharing the port.
 const caddyPreamble = `{
+{{- if .AdminPort}}
+	admin 127.0.0.1:{{.AdminPort}}
+{{- else}}
 	admin off
+{{- end}}
 	persist_config off
 {{- if .HTTPS}}
 	auto_https disable_redirects
@@ -67,9 +73,14 @@ type caddyServer struct {
 	Port       int
 	ExtraPorts []int  // caddyOptions.ExtraPorts more ports, checked like Port
 	BaseURL    string // http://127.0.0.1:PORT
+	AdminPort  int    // the admin endpoint's port (caddyOptions.Admin), else 0
 	Caddyfile  string // path of the rendered Caddyfile
 	AccessLog  string // path of the JSON access log (if a site imports e2e_access_log)
 	Dir        string // a temp dir of this server (config, log, caddy's output)
+
+	bin    string
+	env    []string
+	render func(vars map[string]any) (string, error) // the Caddyfile on these ports with other vars
 }
 
 // URL returns BaseURL + "/" + path.
@@ -91,6 +102,9 @@ type caddyOptions struct {
 	// ExtraPorts is how many more free ports the template gets, as
 	// .ExtraPorts; caddy must listen on them (checked through /proc).
 	ExtraPorts int
+	// Admin turns the admin endpoint on, on a loopback port of its own
+	// (caddyServer.AdminPort), for tests that reload.
+	Admin bool
 }
 
 // startCaddy renders site (a text/template of site blocks) after
@@ -114,16 +128,24 @@ func startCaddy(t testing.TB, bin, site string, vars map[string]any, opts *caddy
 	if err != nil {
 		t.Fatalf("Caddyfile template: %v", err)
 	}
-	c, err := proc.StartCaddy(proc.CaddySpec{
-		Bin: bin, Env: append(isolatedEnv(t), opts.Env...), Dir: t.TempDir(),
-		Ports: 1 + opts.ExtraPorts, IdentityHost: identityHost,
-		Render: func(a proc.CaddyAttempt) (string, []int, error) {
+	extra := opts.ExtraPorts
+	if opts.Admin {
+		extra++
+	}
+	// renderFor renders the template for an attempt; render, kept by the
+	// server, renders it again on the same ports with other vars.
+	renderFor := func(a proc.CaddyAttempt) func(map[string]any) (string, error) {
+		return func(vars map[string]any) (string, error) {
 			data := map[string]any{}
 			for k, v := range vars {
 				data[k] = v
 			}
 			data["Port"] = a.Ports[0]
-			data["ExtraPorts"] = a.Ports[1:]
+			data["ExtraPorts"] = a.Ports[1 : 1+opts.ExtraPorts]
+			data["AdminPort"] = 0
+			if opts.Admin {
+				data["AdminPort"] = a.Ports[len(a.Ports)-1]
+			}
 			data["Token"] = a.Token
 			data["IdentitySite"] = a.IdentitySite(a.Ports[0])
 			data["AccessLog"] = filepath.Join(a.Dir, "access.log")
@@ -131,10 +153,19 @@ func startCaddy(t testing.TB, bin, site string, vars map[string]any, opts *caddy
 			data["Global"] = opts.Global
 			data["HTTPS"] = opts.HTTPS
 			var buf bytes.Buffer
-			if err := tmpl.Execute(&buf, data); err != nil {
-				return "", nil, err
-			}
-			return buf.String(), a.Ports[:1], nil
+			err := tmpl.Execute(&buf, data)
+			return buf.String(), err
+		}
+	}
+	var render func(map[string]any) (string, error)
+	env := append(isolatedEnv(t), opts.Env...)
+	c, err := proc.StartCaddy(proc.CaddySpec{
+		Bin: bin, Env: env, Dir: t.TempDir(),
+		Ports: 1 + extra, IdentityHost: identityHost,
+		Render: func(a proc.CaddyAttempt) (string, []int, error) {
+			render = renderFor(a)
+			text, err := render(vars)
+			return text, a.Ports[:1], err
 		},
 		Logf: t.Logf,
 	})
@@ -143,9 +174,60 @@ func startCaddy(t testing.TB, bin, site string, vars map[string]any, opts *caddy
 	}
 	t.Logf("started caddy (pid %d) on port %d (attempt %d)", c.Pid(), c.Ports[0], c.N)
 	watchProcess(t, c.Process)
-	return &caddyServer{Proc: c.Process, Port: c.Ports[0], ExtraPorts: c.Ports[1:],
+	s := &caddyServer{Proc: c.Process, Port: c.Ports[0], ExtraPorts: c.Ports[1 : 1+opts.ExtraPorts],
 		BaseURL:   fmt.Sprintf("http://127.0.0.1:%d", c.Ports[0]),
-		Caddyfile: c.Caddyfile, AccessLog: filepath.Join(c.Dir, "access.log"), Dir: c.Dir}
+		Caddyfile: c.Caddyfile, AccessLog: filepath.Join(c.Dir, "access.log"), Dir: c.Dir,
+		bin: bin, env: env, render: render}
+	if opts.Admin {
+		s.AdminPort = c.Ports[len(c.Ports)-1]
+	}
+	return s
+}
+
+// restart starts caddy again, after it was stopped or killed, with the
+// same Caddyfile on the same ports, and checks that it answers and owns
+// its port. Port and Caddyfile stay; Proc is the new process.
+func (s *caddyServer) restart(t testing.TB) {
+	t.Helper()
+	if exited, _ := s.Proc.Exited(); !exited {
+		t.Fatalf("restart: caddy (pid %d) is still running", s.Proc.Pid())
+	}
+	p, err := proc.Start(proc.Spec{Name: "caddy", Path: s.bin, Env: s.env, LogDir: t.TempDir(),
+		Args: []string{"run", "--config", s.Caddyfile, "--adapter", "caddyfile"}})
+	if err != nil {
+		t.Fatalf("restart caddy: %v", err)
+	}
+	watchProcess(t, p)
+	if err := p.WaitHTTP(s.BaseURL+"/", 20*time.Second); err != nil {
+		t.Fatalf("restarted caddy: %v\n%s", err, p.Tail(15))
+	}
+	if err := proc.VerifyListener(p.Pid(), s.Port); err != nil {
+		t.Fatalf("restarted caddy: %v", err)
+	}
+	t.Logf("restarted caddy (pid %d) on port %d", p.Pid(), s.Port)
+	s.Proc = p
+}
+
+// reload loads the site template rendered with vars (on the same ports)
+// through the admin endpoint, as `caddy reload` does.
+func (s *caddyServer) reload(t testing.TB, vars map[string]any) {
+	t.Helper()
+	if s.AdminPort == 0 {
+		t.Fatal("reload: caddy was started without caddyOptions.Admin")
+	}
+	text, err := s.render(vars)
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", s.AdminPort), "text/caddyfile", strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %s: %s", resp.Status, body)
+	}
 }
 
 // accessEntry is one line of caddy's JSON access log.

@@ -31,7 +31,7 @@ func clientProxyBinary(t testing.TB) string {
 //	bin --server SERVER --root-ca ROOTCA --listen 127.0.0.1:Q [extra...]
 //
 // on a free loopback port Q with HOME/XDG_* in temp dirs, through
-// proc.StartServer: it waits until clientproxy answers HTTP and checks
+// proc.StartServer: it waits until clientproxy answers /healthz and checks
 // through /proc that the listening socket on Q is its own; a start that
 // fails these is retried on another port (3 attempts). server is the
 // origin's drm endpoint, e.g. caddyServer.URL("drm"). The clientproxy is
@@ -44,6 +44,8 @@ func startClientProxy(t testing.TB, bin, server, rootCA string, extra ...string)
 			return append([]string{"--server", server, "--root-ca", rootCA,
 				"--listen", fmt.Sprintf("127.0.0.1:%d", a.Ports[0])}, extra...), nil
 		},
+		// Not the catalog page: that asks the server, which may not be up.
+		ReadyURL: func(a proc.Attempt) string { return fmt.Sprintf("http://127.0.0.1:%d/healthz", a.Ports[0]) },
 		Logf: t.Logf,
 	})
 	if err != nil {

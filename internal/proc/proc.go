@@ -239,6 +239,18 @@ func (p *Process) Stop() (killed bool) {
 	}
 }
 
+// Kill sends SIGKILL to the process's PID — a crash, as kill -9 makes one
+// — and returns once it is reaped.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // StdoutPath and StderrPath are the files the process writes to.
 func (p *Process) StdoutPath() string { return p.stdoutPath }
 func (p *Process) StderrPath() string { return p.stderrPath }

@@ -235,6 +235,24 @@ func TestStopTerminatesAndReaps(t *testing.T) {
 	}
 }
 
+func TestKillIsSIGKILL(t *testing.T) {
+	p := start(t, nil, helper(t, "ignore-term"))
+	waitFor(t, "helper ready", 30*time.Second, func() bool {
+		out, _ := p.Logs()
+		return strings.Contains(out, "ready")
+	})
+	p.Kill()
+	_, err := p.Exited()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("exit: %v, want SIGKILL", err)
+	}
+	if !gone(p.Pid()) {
+		t.Fatalf("pid %d still in /proc after Kill (not reaped?)", p.Pid())
+	}
+	p.Kill() // a second Kill of a reaped process returns at once
+}
+
 func TestStopKillsAfterGracePeriod(t *testing.T) {
 	s := helper(t, "ignore-term")
 	s.KillAfter = 200 * time.Millisecond
