@@ -192,6 +192,34 @@ func newEnv(t testing.TB, next caddyhttp.Handler, mutate func(*Handler)) *env {
 	}
 }
 
+// fakeStoreClock puts the handler's session store on a fake clock; call it
+// before the first handshake, so that every session's last use is on that
+// clock. The store's janitor is stopped first (its real-time ticks would
+// read the clock concurrently with its injection); the expiry these tests
+// check is the store's own, Get refusing an expired session. The store is
+// the env's alone: its pool key holds the env's unique prefix.
+func (e *env) fakeStoreClock(t testing.TB) *fakeClock {
+	t.Helper()
+	m, ok := e.h.sessions.(*memoryStore)
+	if !ok {
+		t.Fatalf("the session store is a %T, not a *memoryStore", e.h.sessions)
+	}
+	if n := m.Len(); n != 0 {
+		t.Fatalf("fakeStoreClock after %d handshakes", n)
+	}
+	if err := m.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the janitor did not stop")
+	}
+	clock := newFakeClock()
+	m.now = clock.now
+	return clock
+}
+
 // client makes a clientproxy.Client of the server, over the recording
 // transport.
 func (e *env) client(t testing.TB) *clientproxy.Client {

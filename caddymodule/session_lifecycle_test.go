@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -64,21 +65,42 @@ func TestRotation(t *testing.T) {
 	}
 }
 
-// TestSessionIdleExpiry: an idle session expires on the server; the client
-// gets unknown-session and transparently opens a new one.
+// TestSessionIdleExpiry: a session unused for longer than the idle timeout
+// expires on the server (unused for exactly the timeout, it lives), and
+// an authenticated request counts as use; the client gets unknown-session
+// and transparently opens a new one. The store runs on a fake clock.
 func TestSessionIdleExpiry(t *testing.T) {
 	want := mediaBytes(2*testChunkSize, 3)
 	o := newOrigin(rangeMode, true, map[string][]byte{"a.flac": want})
-	const idle = 300 * time.Millisecond
+	const idle = 10 * time.Minute
 	e := newEnv(t, o, func(h *Handler) { h.SessionIdleTimeout = caddy.Duration(idle) })
+	clock := e.fakeStoreClock(t)
 	c := e.client(t)
 	ctx := context.Background()
-	first, err := c.ReadChunk(ctx, "a.flac", 0)
+	first, err := c.ReadChunk(ctx, "a.flac", 0) // the client's session, last used at T
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := e.session(t)
-	time.Sleep(idle + 200*time.Millisecond)
+	raw := e.session(t) // last used at T
+	useRaw := func(when string, status int, code string) {
+		t.Helper()
+		req := raw.NewCatalogRequest()
+		resp, body := e.post(t, "catalog", req.Envelope())
+		if status != http.StatusOK {
+			wantRefusal(t, "raw session "+when, resp, status, code)
+			return
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("raw session %s: %s %q", when, resp.Status, resp.Header.Get("Drm-Error"))
+		}
+		if _, err := req.OpenReply(body); err != nil {
+			t.Fatalf("raw session %s: %v", when, err)
+		}
+	}
+	clock.advance(idle)
+	useRaw("unused for exactly the idle timeout", http.StatusOK, "") // now last used at T+idle
+	clock.advance(time.Nanosecond)
+	// The client's session, unused since T, has expired.
 	second, err := c.ReadChunk(ctx, "a.flac", 1)
 	if err != nil {
 		t.Fatalf("after the idle timeout: %v", err)
@@ -86,35 +108,40 @@ func TestSessionIdleExpiry(t *testing.T) {
 	if !bytes.Equal(append(first, second...), want) {
 		t.Fatal("bytes differ")
 	}
-	if n := e.rec.count("chunk", http.StatusForbidden); n < 1 {
-		t.Errorf("no chunk request was refused as unknown-session")
+	if n := e.rec.count("chunk", http.StatusForbidden); n != 1 {
+		t.Errorf("%d chunk requests refused, want 1 (as unknown-session)", n)
 	}
-	if n := e.rec.count("handshake", http.StatusOK); n < 3 { // client twice, raw once
-		t.Errorf("%d handshakes, want the client's second one too", n)
+	if n := e.rec.count("handshake", http.StatusOK); n != 3 {
+		t.Errorf("%d handshakes, want 3: the client's first and second, the raw one", n)
 	}
-	// The raw session expired as well.
-	resp, _ := e.post(t, "catalog", raw.NewCatalogRequest().Envelope())
-	wantRefusal(t, "expired raw session", resp, http.StatusForbidden, "unknown-session")
+	// The raw session's request at T+idle kept it alive.
+	useRaw("used an idle timeout ago", http.StatusOK, "") // last used at T+idle+1ns
+	clock.advance(idle + time.Nanosecond)
+	useRaw("unused for longer than the idle timeout", http.StatusForbidden, "unknown-session")
 }
 
 // TestUnauthenticatedRequestsDoNotKeepSessionsAlive: the session id is in
 // the clear header of every request, so a request that fails to
 // authenticate must not count as use of the session; otherwise anyone who
 // saw an id keeps the session (and its slot under max_sessions) alive
-// forever.
+// forever. The store runs on a fake clock.
 func TestUnauthenticatedRequestsDoNotKeepSessionsAlive(t *testing.T) {
-	const idle = 400 * time.Millisecond
+	const idle = 10 * time.Minute
 	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac": {1}}), func(h *Handler) { h.SessionIdleTimeout = caddy.Duration(idle) })
-	s := e.session(t)
+	clock := e.fakeStoreClock(t)
+	s := e.session(t) // last used at T
 	id := s.ID()
-	for range 8 {
-		time.Sleep(idle / 4)
+	// A forgery every quarter of the idle timeout: refused as forged up to
+	// T+idle, while the session lives; as unknown after, once the idle
+	// timeout (which the forgeries must not reset) has passed.
+	for i := 1; i <= 8; i++ {
+		clock.advance(idle / 4)
 		resp, _ := e.post(t, "catalog", envelopeFor(protocol.MsgCatalog, id[:], 0, 1<<40, randomBytes(32)))
-		// Refused as forged while the session lives, as unknown once the
-		// idle timeout (which the forgeries must not reset) has passed.
-		if code := wireCode(protocol.ErrorFromCode(resp.Header.Get("Drm-Error"))); resp.StatusCode != http.StatusForbidden || code != "authentication" && code != "unknown-session" {
-			t.Fatalf("forged request: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
+		code := "authentication"
+		if i > 4 {
+			code = "unknown-session"
 		}
+		wantRefusal(t, fmt.Sprintf("forged request at T+%v", time.Duration(i)*idle/4), resp, http.StatusForbidden, code)
 	}
 	resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 	if resp.StatusCode == http.StatusOK {

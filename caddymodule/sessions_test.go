@@ -33,10 +33,15 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// newFakeClock is a fakeClock at an arbitrary fixed time.
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
 // testStore is a memoryStore on a fake clock, without a janitor: a test
 // that wants one starts m.janitor with ticks it sends itself.
 func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
-	clock := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock()
 	m := &memoryStore{
 		idle:     idle,
 		max:      maxSessions,
