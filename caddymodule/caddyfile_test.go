@@ -449,10 +449,16 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 // TestUnmarshalCaddyfileZeroSize: a size of 0 is refused like a count of 0
 // instead of silently becoming the default.
 func TestUnmarshalCaddyfileZeroSize(t *testing.T) {
-	for _, in := range []string{"chunk_size 0", "rekey_after_bytes 0", "chunk_size 0KiB"} {
+	for _, in := range []string{"chunk_size 0", "rekey_after_bytes 0", "chunk_size 0KiB", "rekey_after_bytes 0B"} {
 		var h Handler
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("drm {\n" + in + "\n}")); err == nil {
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("drm {\n" + in + "\n}"))
+		if err == nil {
 			t.Errorf("%q was accepted (%+v); it means the default", in, h)
+			continue
+		}
+		option, _, _ := strings.Cut(in, " ")
+		if want := option + ": want a positive size"; !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %q, want one containing %q", in, err, want)
 		}
 	}
 }

@@ -78,13 +78,41 @@ func TestProvision(t *testing.T) {
 }
 
 // TestRekeyAgeBelowOneSecond: a rekey_after_age under a second must not
-// silently turn the age limit off.
+// silently turn the age limit off (the protocol counts it in whole
+// seconds, so it would become 0): it is refused, naming the option; from
+// one second on it is accepted.
 func TestRekeyAgeBelowOneSecond(t *testing.T) {
 	pki := newPKI(t)
-	h := &Handler{Certificate: pki.ServerCert, Key: pki.ServerKey, Prefix: uniquePrefix(), RekeyAfterAge: caddy.Duration(500 * time.Millisecond)}
-	err := provision(t, h)
-	if err == nil && h.server.Limits.AgeSeconds == 0 {
-		t.Fatal("rekey_after_age 500ms was accepted and disables the age limit (AgeSeconds 0)")
+	for _, c := range []struct {
+		age     time.Duration
+		seconds uint32 // the protocol's age limit, when accepted
+	}{
+		{time.Nanosecond, 0},
+		{500 * time.Millisecond, 0},
+		{time.Second - time.Nanosecond, 0},
+		{time.Second, 1},
+		{time.Second + time.Nanosecond, 1},
+		{90 * time.Second, 90},
+	} {
+		t.Run(c.age.String(), func(t *testing.T) {
+			h := &Handler{Certificate: pki.ServerCert, Key: pki.ServerKey, Prefix: uniquePrefix(), RekeyAfterAge: caddy.Duration(c.age)}
+			err := provision(t, h)
+			if c.seconds == 0 {
+				if err == nil {
+					t.Fatalf("accepted, with an age limit of %d s", h.server.Limits.AgeSeconds)
+				}
+				if !strings.Contains(err.Error(), "rekey_after_age") || !strings.Contains(err.Error(), "under one second") {
+					t.Fatalf("error %q, want one saying rekey_after_age is under one second", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.server.Limits.AgeSeconds; got != c.seconds {
+				t.Fatalf("age limit %d s, want %d", got, c.seconds)
+			}
+		})
 	}
 }
 
