@@ -45,11 +45,6 @@ func TestChunksByteIdentical(t *testing.T) {
 				}
 				for id, want := range files {
 					t.Run(id, func(t *testing.T) {
-						multi := len(want) > testChunkSize
-						if mode == fullNoLengthMode && multi {
-						}
-						if mode == fullNoLengthMode && !listing && len(want) > 1 {
-						}
 						if got, ok := sizes[id]; !ok || got != int64(len(want)) {
 							t.Fatalf("catalog size of %s = %d (listed %v), want %d", id, got, ok, len(want))
 						}
