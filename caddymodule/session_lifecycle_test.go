@@ -34,13 +34,13 @@ func TestRotation(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("bytes differ at %d", firstDiff(got, want))
 	}
-	// Background rekeys may still be running: wait for them.
-	deadline := time.Now().Add(5 * time.Second)
-	for e.rec.count("rekey", http.StatusOK) < n/2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := e.rec.count("rekey", http.StatusOK); got < n/2 {
-		t.Errorf("%d rekeys for %d chunks at 2 chunks per epoch, want at least %d", got, n, n/2)
+	// No waiting for the client's background rekeys: the server serves at
+	// most two chunks per epoch (checked below), so seven chunks took four
+	// epochs, and each of the three rekeys was recorded (the recorder logs
+	// an answer before the client sees it) before a chunk of its epoch was
+	// sent. A fourth, early rekey may still be in flight; it is not counted.
+	if got := e.rec.count("rekey", http.StatusOK); got < (n-1)/2 {
+		t.Errorf("%d rekeys for %d chunks at 2 chunks per epoch, want at least %d", got, n, (n-1)/2)
 	}
 	if hs := e.rec.count("handshake", 0); hs != 1 {
 		t.Errorf("%d handshakes, want 1: rotation must not need new sessions", hs)
