@@ -102,13 +102,16 @@ func TestConcurrentClients(t *testing.T) {
 	e := newEnv(t, newOrigin(rangeMode, true, files), nil)
 	var wg sync.WaitGroup
 	for w := range 4 {
+		c := e.client(t) // t.Fatal only on the test's goroutine
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := e.client(t)
 			for id, want := range files {
-				if got := readAll(t, c, id, len(want)); !bytes.Equal(got, want) {
-					t.Errorf("client %d: %s differs", w, id)
+				got, err := readMedium(c, id, len(want))
+				if err != nil {
+					t.Errorf("client %d: %v", w, err)
+				} else if !bytes.Equal(got, want) {
+					t.Errorf("client %d: %s differs at byte %d", w, id, firstDiff(got, want))
 				}
 			}
 			if err := c.Close(context.Background()); err != nil {

@@ -311,25 +311,35 @@ func mediaBytes(n int, seed byte) []byte {
 	return b
 }
 
-// readAll reads every chunk of id through c, then checks that the chunk
-// after the last one is refused.
+// readAll reads every chunk of id, a medium of size bytes, through c.
+// It calls t.Fatal, so only the test's goroutine may call it; others call
+// readMedium.
 func readAll(t testing.TB, c *clientproxy.Client, id string, size int) []byte {
 	t.Helper()
+	out, err := readMedium(c, id, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readMedium reads every chunk of id, a medium of size bytes, through c.
+func readMedium(c *clientproxy.Client, id string, size int) ([]byte, error) {
 	ctx := context.Background()
 	cs, err := c.ChunkSize(ctx)
 	if err != nil {
-		t.Fatalf("ChunkSize: %v", err)
+		return nil, fmt.Errorf("ChunkSize: %w", err)
 	}
 	n := max(1, (size+cs-1)/cs)
 	var out []byte
 	for i := range n {
 		chunk, err := c.ReadChunk(ctx, id, int64(i))
 		if err != nil {
-			t.Fatalf("%s chunk %d of %d: %v", id, i, n, err)
+			return nil, fmt.Errorf("%s chunk %d of %d: %w", id, i, n, err)
 		}
 		out = append(out, chunk...)
 	}
-	return out
+	return out, nil
 }
 
 // newServerFor serves an already provisioned handler in front of next.
