@@ -320,7 +320,9 @@ func TestCatalogCache(t *testing.T) {
 	// A known id in a fresh catalog needs no origin request but the chunk.
 	before = len(o.reqs())
 	req = s.NewChunkRequest("a.flac", 0)
-	e.post(t, "chunk", req.Envelope())
+	if resp, _ := e.post(t, "chunk", req.Envelope()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("known medium: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
+	}
 	if n := len(o.reqs()) - before; n != 1 {
 		t.Fatalf("%d origin requests for one chunk of a known id, want 1", n)
 	}

@@ -49,7 +49,11 @@ func TestMetrics(t *testing.T) {
 		if err := h.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { h.Cleanup() })
+		t.Cleanup(func() {
+			if err := h.Cleanup(); err != nil {
+				t.Errorf("Cleanup: %v", err)
+			}
+		})
 		if err := h.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +63,10 @@ func TestMetrics(t *testing.T) {
 	reg := regs[1].GetMetricsRegistry()
 	h := handlers[1]
 	h.logger = zap.NewNop()
-	roots, _ := keystore.LoadRoots(pki.RootCert)
+	roots, err := keystore.LoadRoots(pki.RootCert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := mediaBytes(2*testChunkSize, 1)
 	srv := newServerFor(t, h, newOrigin(rangeMode, true, map[string][]byte{"a.flac": want}))
 	before := map[string]float64{

@@ -229,7 +229,10 @@ func TestSessionStoreSharedAcrossReloads(t *testing.T) {
 	o := newOrigin(rangeMode, true, map[string][]byte{"a.flac": {1, 2, 3}})
 	old := mk()
 	srv := newServerFor(t, old, o)
-	roots, _ := keystore.LoadRoots(pki.RootCert)
+	roots, err := keystore.LoadRoots(pki.RootCert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := clientFor(t, srv.URL+prefix, roots)
 	if _, err := c.ReadChunk(context.Background(), "a.flac", 0); err != nil {
 		t.Fatal(err)
