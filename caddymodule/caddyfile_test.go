@@ -2,29 +2,19 @@ package caddymodule
 
 // Caddyfile adapt golden tests in Caddy's own format
 // (caddytest/integration/caddyfile_adapt): a Caddyfile, a line of ten
-// dashes, then the expected JSON — or, when what follows the dashes does
-// not start with '{', a text the adapt error must contain. A Caddyfile
-// whose first line is "# BUG: …" shows a known bug and is skipped unless
-// DRM_BUG_TESTS=1.
-//
-// caddytest.AssertAdapt cannot be used yet: importing caddytest (or the
-// real file_server and reverse_proxy modules) needs go.mod/go.sum entries
-// this module does not have (`go mod tidy -diff` adds BurntSushi/toml,
-// pires/go-proxyproto and more). So the goldens go through the caddyfile
-// adapter directly, compared the way caddytest.CompareAdapt compares them,
-// and file_server and reverse_proxy are stand-in modules below that adapt
-// to the same JSON as the real ones for the forms the goldens use. When
-// the real modules can be imported, delete the stand-ins and the goldens
-// stay valid.
+// dashes, then the expected JSON, compared by caddytest.CompareAdapt — or,
+// when what follows the dashes does not start with '{', a text the adapt
+// error must contain. The caddytest package registers Caddy's standard
+// modules, so file_server, reverse_proxy and the rest adapt as in a real
+// build.
 //
 // go test -run TestCaddyfileAdapt -update rewrites the expected JSON of
-// the non-BUG goldens from the adapter's output: review the diff.
+// the goldens from the adapter's output: review the diff.
 
 import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,82 +25,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected JSON of the Caddyfile goldens")
-
-func init() {
-	caddy.RegisterModule(stubFileServer{})
-	caddy.RegisterModule(stubReverseProxy{})
-	httpcaddyfile.RegisterHandlerDirective("file_server", parseStubFileServer)
-	httpcaddyfile.RegisterHandlerDirective("reverse_proxy", parseStubReverseProxy)
-}
-
-// stubFileServer stands in for http.handlers.file_server: `file_server
-// [browse]`, adapted as the real one is (it hides the Caddyfile).
-type stubFileServer struct {
-	Browse *struct{} `json:"browse,omitempty"`
-	Hide   []string  `json:"hide,omitempty"`
-}
-
-func (stubFileServer) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.file_server", New: func() caddy.Module { return new(stubFileServer) }}
-}
-
-func (stubFileServer) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler) error {
-	return nil
-}
-
-func parseStubFileServer(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	fs := new(stubFileServer)
-	h.Next()
-	for h.NextArg() {
-		if h.Val() != "browse" {
-			return nil, h.ArgErr()
-		}
-		fs.Browse = &struct{}{}
-	}
-	for _, file := range h.Caddyfiles() {
-		file = filepath.Clean(file)
-		if !strings.Contains(file, string(filepath.Separator)) {
-			file = "." + string(filepath.Separator) + file
-		}
-		fs.Hide = append(fs.Hide, file)
-	}
-	return fs, nil
-}
-
-// stubReverseProxy stands in for http.handlers.reverse_proxy:
-// `reverse_proxy <host:port>...`.
-type stubReverseProxy struct {
-	Upstreams []struct {
-		Dial string `json:"dial"`
-	} `json:"upstreams,omitempty"`
-}
-
-func (stubReverseProxy) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.reverse_proxy", New: func() caddy.Module { return new(stubReverseProxy) }}
-}
-
-func (stubReverseProxy) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler) error {
-	return nil
-}
-
-func parseStubReverseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	rp := new(stubReverseProxy)
-	h.Next()
-	for h.NextArg() {
-		rp.Upstreams = append(rp.Upstreams, struct {
-			Dial string `json:"dial"`
-		}{h.Val()})
-	}
-	if len(rp.Upstreams) == 0 {
-		return nil, h.ArgErr()
-	}
-	return rp, nil
-}
 
 // adapt runs the Caddyfile adapter as caddytest.CompareAdapt does and
 // returns the indented JSON.
@@ -171,41 +89,45 @@ func TestCaddyfileAdapt(t *testing.T) {
 				}
 				return
 			}
-			if string(got) != expected {
-				t.Errorf("adapted JSON differs\n%s", lineDiff(expected, string(got)))
+			if !caddytest.CompareAdapt(t, filepath.Base(file), cf, "caddyfile", expected) {
+				t.Errorf("the adapted JSON differs from %s (diff on standard output: - expected, + adapted)", file)
 			}
-			// Every drm handler of the JSON loads back into a Handler.
-			for _, raw := range findHandlers(t, got, "drm") {
+			// Every drm handler of the JSON loads back into a Handler as
+			// Caddy loads modules (unknown fields are errors), and holds
+			// every value of the JSON.
+			drms := findHandlers(t, got, "drm")
+			if len(drms) == 0 {
+				t.Error("no drm handler in the adapted JSON")
+			}
+			for _, raw := range drms {
+				var want map[string]any
+				if err := json.Unmarshal(raw, &want); err != nil {
+					t.Fatal(err)
+				}
+				delete(want, "handler")
+				fields, err := json.Marshal(want)
+				if err != nil {
+					t.Fatal(err)
+				}
 				var h Handler
-				dec := json.NewDecoder(bytes.NewReader(raw))
-				if err := dec.Decode(&h); err != nil {
+				if err := caddy.StrictUnmarshalJSON(fields, &h); err != nil {
 					t.Errorf("drm JSON %s does not load: %v", raw, err)
+					continue
+				}
+				back, err := json.Marshal(h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var loaded map[string]any
+				if err := json.Unmarshal(back, &loaded); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(loaded, want) {
+					t.Errorf("drm JSON %s loads as %s", fields, back)
 				}
 			}
 		})
 	}
-}
-
-// lineDiff shows the lines of two texts side by side from the first
-// difference on.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	for i := 0; i < max(len(w), len(g)); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		mark := " "
-		if wl != gl {
-			mark = "!"
-		}
-		b.WriteString(mark + " want: " + wl + "\n" + mark + "  got: " + gl + "\n")
-	}
-	return b.String()
 }
 
 // findHandlers returns the JSON objects whose "handler" is name, anywhere
@@ -449,10 +371,16 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 // TestUnmarshalCaddyfileZeroSize: a size of 0 is refused like a count of 0
 // instead of silently becoming the default.
 func TestUnmarshalCaddyfileZeroSize(t *testing.T) {
-	for _, in := range []string{"chunk_size 0", "rekey_after_bytes 0", "chunk_size 0KiB"} {
+	for _, in := range []string{"chunk_size 0", "rekey_after_bytes 0", "chunk_size 0KiB", "rekey_after_bytes 0B"} {
 		var h Handler
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("drm {\n" + in + "\n}")); err == nil {
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("drm {\n" + in + "\n}"))
+		if err == nil {
 			t.Errorf("%q was accepted (%+v); it means the default", in, h)
+			continue
+		}
+		option, _, _ := strings.Cut(in, " ")
+		if want := option + ": want a positive size"; !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %q, want one containing %q", in, err, want)
 		}
 	}
 }

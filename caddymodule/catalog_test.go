@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -318,7 +320,9 @@ func TestCatalogCache(t *testing.T) {
 	// A known id in a fresh catalog needs no origin request but the chunk.
 	before = len(o.reqs())
 	req = s.NewChunkRequest("a.flac", 0)
-	e.post(t, "chunk", req.Envelope())
+	if resp, _ := e.post(t, "chunk", req.Envelope()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("known medium: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
+	}
 	if n := len(o.reqs()) - before; n != 1 {
 		t.Fatalf("%d origin requests for one chunk of a known id, want 1", n)
 	}
@@ -339,7 +343,7 @@ func TestCatalogCache(t *testing.T) {
 	}
 }
 
-// TestCatalogRefreshFailureKeepsServing: when a refresh fails, the
+// TestCatalogRefreshFailure: when a refresh fails, the
 // handler says so (502) instead of serving from a stale catalog forever;
 // once the origin recovers, so does the catalog.
 func TestCatalogRefreshFailure(t *testing.T) {
@@ -417,16 +421,23 @@ func TestContentTypeFor(t *testing.T) {
 	}
 }
 
-// While one request refreshes a stale catalog from a slow origin, other
-// requests keep using the old snapshot instead of waiting.
+// TestCatalogRefreshDoesNotBlockReaders: while one request refreshes a
+// stale catalog from a slow origin, other requests keep using the old
+// snapshot instead of waiting.
 func TestCatalogRefreshDoesNotBlockReaders(t *testing.T) {
 	c := &catalog{originPath: "/", file: "catalog.json"}
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseOrigin := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseOrigin) // a failed test must not leave the refresher stuck
+	stalled := make(chan struct{}, 1)
 	var stall atomic.Bool
-	var stalled atomic.Int32
 	slow := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		if stall.Load() {
-			stalled.Add(1)
+			select {
+			case stalled <- struct{}{}:
+			default:
+			}
 			<-release
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -446,14 +457,36 @@ func TestCatalogRefreshDoesNotBlockReaders(t *testing.T) {
 	stall.Store(true)
 	refreshed := make(chan error, 1)
 	go func() { _, err := c.list(r, slow); refreshed <- err }()
-	for stalled.Load() == 0 { // the refresher is now stuck in the origin
-		time.Sleep(time.Millisecond)
+	select {
+	case <-stalled: // the refresher is now stuck in the origin
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stale catalog's refresh did not ask the origin within 10 s")
 	}
-	if m, err := c.lookup(r, slow, "a.flac"); err != nil || m.Size != 3 {
-		t.Fatalf("lookup during a refresh: %+v %v", m, err)
+	// The lookup runs aside: if it waits for the refresh, the deadline
+	// says so instead of the test hanging.
+	looked := make(chan error, 1)
+	go func() {
+		m, err := c.lookup(r, slow, "a.flac")
+		if err == nil && m.Size != 3 {
+			err = fmt.Errorf("a.flac of %d bytes, want 3", m.Size)
+		}
+		looked <- err
+	}()
+	select {
+	case err := <-looked:
+		if err != nil {
+			t.Fatalf("lookup during a refresh: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lookup during a refresh waited for it (10 s)")
 	}
-	close(release)
-	if err := <-refreshed; err != nil {
-		t.Fatal(err)
+	releaseOrigin()
+	select {
+	case err := <-refreshed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refresh did not end within 10 s of the origin's release")
 	}
 }

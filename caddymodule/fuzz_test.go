@@ -114,8 +114,14 @@ func FuzzHandlerRequest(f *testing.F) {
 
 	// Seeds: valid messages of a real session, raw and as sealed requests.
 	seedSess := ft.handshake(f)
-	_, hello, _ := e.clientConfig(nil).Start()
-	rk, _ := seedSess.StartRekey()
+	_, hello, err := e.clientConfig(nil).Start()
+	if err != nil {
+		f.Fatal(err)
+	}
+	rk, err := seedSess.StartRekey()
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(uint8(0), uint64(0), hello)
 	f.Add(uint8(1), uint64(0), seedSess.NewCatalogRequest().Envelope())
 	f.Add(uint8(2), uint64(0), seedSess.NewChunkRequest("a.flac", 1).Envelope())

@@ -1,29 +1,27 @@
 package caddymodule
 
 // Shared helpers of the package's tests: a provisioned Handler with a real
-// identity, fake origins (the `next` handler) with the behaviours the
-// handler must cope with, an httptest server that handles errors the way
-// Caddy does, a recording transport, and raw protocol sessions for
-// malformed-input tests.
+// identity, an httptest server that handles errors the way Caddy does, a
+// recording transport, raw protocol sessions and envelopes for
+// malformed-input tests, and media of edge sizes. The fake origins (the
+// `next` handler) are in helpers_origin_test.go.
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
-	"path"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -42,16 +40,9 @@ const testChunkSize = protocol.MinChunkSize
 // make on purpose (clientproxy's own tests cover the retries).
 const testRetryBudget = 200 * time.Millisecond
 
-// originSecret is the value of the headers the fake origins set; no
-// response of the handler may carry it.
-const originSecret = "origin-secret-4f1c"
-
-// originHeaders are headers of the origin that must never reach a client.
-var originHeaders = []string{"ETag", "Content-Range", "Last-Modified", "Accept-Ranges", "X-Origin-Secret"}
-
 // prefixSeq makes every test handler's prefix unique, so that handlers of
 // different tests never share a session store through the usage pool
-// (whose key is the prefix, the idle timeout and max_sessions).
+// (whose key includes the prefix).
 var prefixSeq atomic.Int64
 
 func uniquePrefix() string { return fmt.Sprintf("/drm-t%d", prefixSeq.Add(1)) }
@@ -205,6 +196,34 @@ func newEnv(t testing.TB, next caddyhttp.Handler, mutate func(*Handler)) *env {
 	}
 }
 
+// fakeStoreClock puts the handler's session store on a fake clock; call it
+// before the first handshake, so that every session's last use is on that
+// clock. The store's janitor is stopped first (its real-time ticks would
+// read the clock concurrently with its injection); the expiry these tests
+// check is the store's own, Get refusing an expired session. The store is
+// the env's alone: its pool key holds the env's unique prefix.
+func (e *env) fakeStoreClock(t testing.TB) *fakeClock {
+	t.Helper()
+	m, ok := e.h.sessions.(*memoryStore)
+	if !ok {
+		t.Fatalf("the session store is a %T, not a *memoryStore", e.h.sessions)
+	}
+	if n := m.Len(); n != 0 {
+		t.Fatalf("fakeStoreClock after %d handshakes", n)
+	}
+	if err := m.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the janitor did not stop")
+	}
+	clock := newFakeClock()
+	m.now = clock.now
+	return clock
+}
+
 // client makes a clientproxy.Client of the server, over the recording
 // transport.
 func (e *env) client(t testing.TB) *clientproxy.Client {
@@ -296,203 +315,35 @@ func mediaBytes(n int, seed byte) []byte {
 	return b
 }
 
-// readAll reads every chunk of id through c, then checks that the chunk
-// after the last one is refused.
+// readAll reads every chunk of id, a medium of size bytes, through c.
+// It calls t.Fatal, so only the test's goroutine may call it; others call
+// readMedium.
 func readAll(t testing.TB, c *clientproxy.Client, id string, size int) []byte {
 	t.Helper()
+	out, err := readMedium(c, id, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readMedium reads every chunk of id, a medium of size bytes, through c.
+func readMedium(c *clientproxy.Client, id string, size int) ([]byte, error) {
 	ctx := context.Background()
 	cs, err := c.ChunkSize(ctx)
 	if err != nil {
-		t.Fatalf("ChunkSize: %v", err)
+		return nil, fmt.Errorf("ChunkSize: %w", err)
 	}
 	n := max(1, (size+cs-1)/cs)
 	var out []byte
 	for i := range n {
 		chunk, err := c.ReadChunk(ctx, id, int64(i))
 		if err != nil {
-			t.Fatalf("%s chunk %d of %d: %v", id, i, n, err)
+			return nil, fmt.Errorf("%s chunk %d of %d: %w", id, i, n, err)
 		}
 		out = append(out, chunk...)
 	}
-	return out
-}
-
-// --- fake origins ---------------------------------------------------------
-
-// originMode is how an origin answers a Range request for a file.
-type originMode int
-
-const (
-	// rangeMode answers with http.ServeContent: 206 and Content-Range.
-	rangeMode originMode = iota
-	// fullMode ignores Range: 200, the whole body, Content-Length.
-	fullMode
-	// fullNoLengthMode ignores Range: 200, the whole body in 100-byte
-	// writes, no Content-Length (as a streaming upstream).
-	fullNoLengthMode
-)
-
-func (m originMode) String() string {
-	return [...]string{"range-206", "full-200-content-length", "full-200-no-content-length"}[m]
-}
-
-// origin is a fake next handler serving an fstest.MapFS like Caddy's
-// file_server: files (by mode), JSON directory listings in the browse
-// format when listing is on, and 404 HandlerErrors without writing for
-// what it does not have. It sets origin-only headers on every answer and
-// records every request.
-type origin struct {
-	mu       sync.Mutex
-	fsys     fstest.MapFS
-	mode     originMode
-	listing  bool
-	override map[string]caddyhttp.Handler // by request path
-	requests []*http.Request
-}
-
-func newOrigin(mode originMode, listing bool, files map[string][]byte) *origin {
-	o := &origin{fsys: fstest.MapFS{}, mode: mode, listing: listing, override: map[string]caddyhttp.Handler{}}
-	for name, data := range files {
-		o.fsys[name] = &fstest.MapFile{Data: data, Mode: 0o644, ModTime: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}
-	}
-	return o
-}
-
-// set adds or replaces a file.
-func (o *origin) set(name string, data []byte) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.fsys[name] = &fstest.MapFile{Data: data, Mode: 0o644, ModTime: time.Now()}
-}
-
-// handle makes the origin answer requests for path with h.
-func (o *origin) handle(path string, h caddyhttp.HandlerFunc) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.override[path] = h
-}
-
-// paths returns the paths requested so far.
-func (o *origin) paths() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []string
-	for _, r := range o.requests {
-		out = append(out, r.URL.Path)
-	}
-	return out
-}
-
-func (o *origin) reqs() []*http.Request {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return slices.Clone(o.requests)
-}
-
-// browseItem is an item of Caddy's JSON directory listing
-// (fileserver.fileInfo).
-type browseItem struct {
-	Name      string      `json:"name"`
-	Size      int64       `json:"size"`
-	URL       string      `json:"url"`
-	ModTime   time.Time   `json:"mod_time"`
-	Mode      fs.FileMode `json:"mode"`
-	IsDir     bool        `json:"is_dir"`
-	IsSymlink bool        `json:"is_symlink"`
-}
-
-func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
-	o.mu.Lock()
-	o.requests = append(o.requests, r.Clone(context.Background()))
-	h := o.override[r.URL.Path]
-	mode, listing := o.mode, o.listing
-	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
-	if name == "" {
-		name = "."
-	}
-	var (
-		fi      fs.FileInfo
-		data    []byte
-		entries []fs.DirEntry
-		err     error
-	)
-	if h == nil {
-		if fi, err = fs.Stat(o.fsys, name); err == nil {
-			if fi.IsDir() {
-				entries, err = fs.ReadDir(o.fsys, name)
-			} else {
-				data = o.fsys[name].Data
-			}
-		}
-	}
-	o.mu.Unlock()
-
-	w.Header().Set("ETag", `"`+originSecret+`"`)
-	w.Header().Set("X-Origin-Secret", originSecret)
-	if h != nil {
-		return h.ServeHTTP(w, r)
-	}
-	if err != nil {
-		return caddyhttp.Error(http.StatusNotFound, err)
-	}
-	if fi.IsDir() {
-		if !strings.HasSuffix(r.URL.Path, "/") {
-			// file_server's canonical URIs
-			http.Redirect(w, r, r.URL.Path+"/", http.StatusPermanentRedirect)
-			return nil
-		}
-		if !listing || !strings.Contains(r.Header.Get("Accept"), "application/json") {
-			return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("%s is a directory", name))
-		}
-		items := []browseItem{}
-		for _, e := range entries {
-			info, err := e.Info()
-			if err != nil {
-				return caddyhttp.Error(http.StatusInternalServerError, err)
-			}
-			n := e.Name()
-			if e.IsDir() {
-				n += "/"
-			}
-			items = append(items, browseItem{Name: n, Size: info.Size(), URL: "./" + n, ModTime: info.ModTime(), Mode: info.Mode(), IsDir: e.IsDir()})
-		}
-		js, _ := json.Marshal(items)
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
-		_, err := w.Write(append(js, '\n'))
-		return err
-	}
-	switch mode {
-	case rangeMode:
-		http.ServeContent(w, r, name, fi.ModTime(), bytes.NewReader(data))
-		return nil
-	case fullMode:
-		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
-		w.WriteHeader(http.StatusOK)
-		_, err := w.Write(data)
-		return err
-	default:
-		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
-		w.WriteHeader(http.StatusOK)
-		for len(data) > 0 {
-			n := min(100, len(data))
-			if _, err := w.Write(data[:n]); err != nil {
-				return err
-			}
-			data = data[n:]
-		}
-		return nil
-	}
-}
-
-// catalogJSON encodes catalog file entries.
-func catalogJSON(entries ...catalogEntry) []byte {
-	b, err := json.Marshal(entries)
-	if err != nil {
-		panic(err)
-	}
-	return b
+	return out, nil
 }
 
 // newServerFor serves an already provisioned handler in front of next.
@@ -524,4 +375,71 @@ func wireCode(err error) string {
 		return code
 	}
 	return "internal"
+}
+
+// edgeSizes are the media sizes around chunk boundaries.
+func edgeSizes(cs int) map[string]int {
+	return map[string]int{
+		"empty.flac":     0,
+		"one.flac":       1,
+		"short.flac":     cs - 1,
+		"exact.flac":     cs,
+		"plus-one.flac":  cs + 1,
+		"multi/long.mp3": 3*cs + 7,
+	}
+}
+
+func edgeFiles(cs int) map[string][]byte {
+	files := map[string][]byte{}
+	i := byte(0)
+	for id, n := range edgeSizes(cs) {
+		files[id] = mediaBytes(n, i)
+		i++
+	}
+	return files
+}
+
+// firstDiff is the index of the first byte where a and b differ.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// handshakeBody is a fresh, valid ClientHello.
+func handshakeBody(t testing.TB, e *env) []byte {
+	t.Helper()
+	_, hello, err := e.clientConfig(nil).Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hello
+}
+
+// flip returns a copy of b with byte i xor-ed with x.
+func flip(b []byte, i int, x byte) []byte {
+	c := bytes.Clone(b)
+	if i < 0 {
+		i += len(c)
+	}
+	c[i] ^= x
+	return c
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// envelopeFor builds an envelope header for an arbitrary session id,
+// followed by junk.
+func envelopeFor(t protocol.MessageType, id []byte, epoch uint32, seq uint64, rest []byte) []byte {
+	b := append([]byte{1, byte(t)}, id...) // version 1
+	b = binary.BigEndian.AppendUint32(b, epoch)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	return append(b, rest...)
 }

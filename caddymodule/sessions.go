@@ -54,8 +54,18 @@ func newMemoryStore(idle time.Duration, maxSessions int) *memoryStore {
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
-	go m.janitor(max(idle/4, time.Second))
+	ticker := time.NewTicker(janitorPeriod(idle))
+	go func() {
+		defer ticker.Stop()
+		m.janitor(ticker.C)
+	}()
 	return m
+}
+
+// janitorPeriod is how often the janitor sweeps: a quarter of the idle
+// timeout, at least a second.
+func janitorPeriod(idle time.Duration) time.Duration {
+	return max(idle/4, time.Second)
 }
 
 func (m *memoryStore) Get(id protocol.SessionID) (*protocol.ServerSession, bool) {
@@ -118,15 +128,16 @@ func (m *memoryStore) sweepLocked(now time.Time) {
 	}
 }
 
-func (m *memoryStore) janitor(every time.Duration) {
+// janitor sweeps the expired sessions at every tick until Destruct. The
+// ticks are a parameter so that tests drive them (newMemoryStore gives it
+// a time.Ticker's).
+func (m *memoryStore) janitor(ticks <-chan time.Time) {
 	defer close(m.stopped)
-	t := time.NewTicker(every)
-	defer t.Stop()
 	for {
 		select {
 		case <-m.stop:
 			return
-		case <-t.C:
+		case <-ticks:
 			now := m.now()
 			m.mu.Lock()
 			m.sweepLocked(now)

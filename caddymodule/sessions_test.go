@@ -33,16 +33,22 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// testStore is a memoryStore on a fake clock, without a janitor (whose
-// ticks would race with the clock's injection).
+// newFakeClock is a fakeClock at an arbitrary fixed time.
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// testStore is a memoryStore on a fake clock, without a janitor: a test
+// that wants one starts m.janitor with ticks it sends itself.
 func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
-	clock := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock()
 	m := &memoryStore{
 		idle:     idle,
 		max:      maxSessions,
 		now:      clock.now,
 		sessions: make(map[protocol.SessionID]*storedSession),
 		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	return m, clock
 }
@@ -195,19 +201,79 @@ func TestMemoryStoreConcurrent(t *testing.T) {
 	}
 }
 
-// TestMemoryStoreJanitor: the janitor sweeps expired sessions without any
-// Get or Add (its period is at least a second).
+// TestMemoryStoreJanitor: at each tick the janitor sweeps the sessions
+// idle for longer than the timeout, without any Get or Add, and keeps the
+// others; Destruct stops it. The test sends the ticks and moves the clock.
 func TestMemoryStoreJanitor(t *testing.T) {
-	m := newMemoryStore(10*time.Millisecond, 10)
-	defer m.Destruct()
-	m.Add(session(1))
-	m.Add(session(2))
-	deadline := time.Now().Add(3 * time.Second)
-	for m.Len() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the janitor left %d expired sessions", m.Len())
+	m, clock := testStore(time.Minute, 10)
+	ticks := make(chan time.Time) // unbuffered: a send returns once the janitor took the tick
+	go m.janitor(ticks)
+	// tick makes the janitor sweep and waits until it has: the second
+	// send is taken only when the first tick's sweep is over. (The second
+	// tick's sweep may run after the clock moves on; it then does early
+	// what the next tick does, which every check below allows.)
+	tick := func() {
+		t.Helper()
+		for range 2 {
+			select {
+			case ticks <- clock.now():
+			case <-time.After(5 * time.Second):
+				t.Fatal("the janitor does not take ticks")
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	a, b := session(1), session(2)
+	if err := m.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(30 * time.Second)
+	if err := m.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	// a is idle for exactly the timeout: not expired yet.
+	clock.advance(30 * time.Second)
+	tick()
+	if n := m.Len(); n != 2 {
+		t.Fatalf("after a tick at the idle timeout: Len %d, want 2", n)
+	}
+	// a is past the timeout, b (idle 30s) is not.
+	clock.advance(time.Nanosecond)
+	tick()
+	if n := m.Len(); n != 1 {
+		t.Fatalf("after a tick past a's idle timeout: Len %d, want 1", n)
+	}
+	if _, ok := m.Get(b.ID()); !ok {
+		t.Fatal("the janitor swept b, idle 30s, instead of a")
+	}
+	clock.advance(30 * time.Second)
+	tick()
+	if n := m.Len(); n != 0 {
+		t.Fatalf("the janitor left %d expired sessions", n)
+	}
+	if err := m.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("janitor still running 5 s after Destruct")
+	}
+}
+
+// TestJanitorPeriod: the janitor of newMemoryStore sweeps every quarter of
+// the idle timeout, but not more often than every second.
+func TestJanitorPeriod(t *testing.T) {
+	for _, c := range []struct{ idle, want time.Duration }{
+		{0, time.Second},
+		{10 * time.Millisecond, time.Second},
+		{4*time.Second - time.Nanosecond, time.Second},
+		{4 * time.Second, time.Second},
+		{4*time.Second + 4*time.Nanosecond, time.Second + time.Nanosecond},
+		{10 * time.Minute, 150 * time.Second},
+	} {
+		if got := janitorPeriod(c.idle); got != c.want {
+			t.Errorf("janitorPeriod(%v) = %v, want %v", c.idle, got, c.want)
+		}
 	}
 }
 
@@ -275,19 +341,24 @@ func TestSessionPoolLifecycle(t *testing.T) {
 	if h3.sessions == h1.sessions {
 		t.Fatal("different idle timeouts share a store")
 	}
-	h1.Cleanup()
-	h1.poolKey = ""
+	if err := h1.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	h1.poolKey = "" // so that provision's cleanup does not release it again
 	select {
 	case <-m.stop:
 		t.Fatal("the store was destructed while a handler still uses it")
 	default:
 	}
-	h2.Cleanup()
+	if err := h2.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
 	h2.poolKey = ""
+	// The last Cleanup destructs the store before it returns.
 	select {
 	case <-m.stop:
-	case <-time.After(time.Second):
-		t.Fatal("the store was not destructed after the last cleanup")
+	default:
+		t.Fatal("the store was not destructed by the last cleanup")
 	}
 	if _, ok := sessionPool.References(key); ok {
 		t.Fatal("the pool still holds the store")

@@ -1,0 +1,161 @@
+package caddymodule
+
+// Provisioning and validation: defaults, configuration errors, the
+// development PKI, the prefix.
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-drm/caddy-drm/keystore"
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// TestProvision covers defaults and configuration errors.
+func TestProvision(t *testing.T) {
+	pki := newPKI(t)
+	t.Run("defaults", func(t *testing.T) {
+		h := &Handler{Certificate: pki.ServerCert, Key: pki.ServerKey, Prefix: uniquePrefix()}
+		if err := provision(t, h); err != nil {
+			t.Fatal(err)
+		}
+		if h.ChunkSize != protocol.DefaultChunkSize || h.RekeyAfterChunks != protocol.DefaultRekeyChunks ||
+			h.RekeyAfterBytes != protocol.DefaultRekeyBytes || time.Duration(h.RekeyAfterAge) != protocol.DefaultRekeyAge ||
+			time.Duration(h.SessionIdleTimeout) != 10*time.Minute || h.MaxSessions != 100000 ||
+			h.OriginPath != "/" || h.CatalogFile != "catalog.json" {
+			t.Errorf("defaults: %+v", h)
+		}
+		if got := h.server.Limits; got != protocol.DefaultLimits() {
+			t.Errorf("limits %+v, want %+v", got, protocol.DefaultLimits())
+		}
+		if len(h.server.Suites) != len(protocol.DefaultSuites()) {
+			t.Errorf("suites %v", h.server.Suites)
+		}
+	})
+	t.Run("prefix normalized", func(t *testing.T) {
+		for in, want := range map[string]string{"media/drm/": "/media/drm", "/x": "/x", "//y//": "/y"} {
+			h := &Handler{Certificate: pki.ServerCert, Key: pki.ServerKey, Prefix: in}
+			if err := provision(t, h); err != nil {
+				t.Fatal(err)
+			}
+			if h.Prefix != want {
+				t.Errorf("prefix %q became %q, want %q", in, h.Prefix, want)
+			}
+		}
+	})
+	for _, c := range []struct {
+		name string
+		h    Handler
+		want string
+	}{
+		{"certificate without key", Handler{Certificate: pki.ServerCert}, "together"},
+		{"key without certificate", Handler{Key: pki.ServerKey}, "together"},
+		{"missing certificate file", Handler{Certificate: filepath.Join(t.TempDir(), "none.crt"), Key: pki.ServerKey}, "none.crt"},
+		{"unknown suite", Handler{Suites: []string{"ROT13_SHA1"}}, "ROT13_SHA1"},
+		{"chunk too small", Handler{ChunkSize: 100}, "chunk_size"},
+		{"chunk too large", Handler{ChunkSize: protocol.MaxChunkSize + 1}, "chunk_size"},
+		{"rekey bytes below a chunk", Handler{ChunkSize: 4096, RekeyAfterBytes: 4095}, "rekey_after_bytes"},
+		{"negative max sessions", Handler{MaxSessions: -1}, "max_sessions"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := c.h
+			if h.Certificate == "" && h.Key == "" {
+				h.Certificate, h.Key = pki.ServerCert, pki.ServerKey
+			}
+			h.Prefix = uniquePrefix()
+			err := provision(t, &h)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestRekeyAgeBelowOneSecond: a rekey_after_age under a second must not
+// silently turn the age limit off (the protocol counts it in whole
+// seconds, so it would become 0): it is refused, naming the option; from
+// one second on it is accepted.
+func TestRekeyAgeBelowOneSecond(t *testing.T) {
+	pki := newPKI(t)
+	for _, c := range []struct {
+		age     time.Duration
+		seconds uint32 // the protocol's age limit, when accepted
+	}{
+		{time.Nanosecond, 0},
+		{500 * time.Millisecond, 0},
+		{time.Second - time.Nanosecond, 0},
+		{time.Second, 1},
+		{time.Second + time.Nanosecond, 1},
+		{90 * time.Second, 90},
+	} {
+		t.Run(c.age.String(), func(t *testing.T) {
+			h := &Handler{Certificate: pki.ServerCert, Key: pki.ServerKey, Prefix: uniquePrefix(), RekeyAfterAge: caddy.Duration(c.age)}
+			err := provision(t, h)
+			if c.seconds == 0 {
+				if err == nil {
+					t.Fatalf("accepted, with an age limit of %d s", h.server.Limits.AgeSeconds)
+				}
+				if !strings.Contains(err.Error(), "rekey_after_age") || !strings.Contains(err.Error(), "under one second") {
+					t.Fatalf("error %q, want one saying rekey_after_age is under one second", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.server.Limits.AgeSeconds; got != c.seconds {
+				t.Fatalf("age limit %d s, want %d", got, c.seconds)
+			}
+		})
+	}
+}
+
+// TestDevelopmentPKI: without certificate and key the handler makes a
+// development PKI in Caddy's data directory, whose root a client pins.
+func TestDevelopmentPKI(t *testing.T) {
+	data := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", data)
+	want := mediaBytes(10, 7)
+	h := &Handler{Prefix: uniquePrefix(), ChunkSize: testChunkSize}
+	if err := provision(t, h); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(data, "caddy", "drm", "pki", "root.crt")
+	o := newOrigin(rangeMode, true, map[string][]byte{"a.flac": want})
+	srv := newServerFor(t, h, o)
+	roots, err := keystore.LoadRoots(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := clientFor(t, srv.URL+h.Prefix, roots)
+	got, err := c.ReadChunk(context.Background(), "a.flac", 0)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("through the development PKI: %v", err)
+	}
+	// A second provisioning reuses the same PKI.
+	h2 := &Handler{Prefix: uniquePrefix(), ChunkSize: testChunkSize}
+	if err := provision(t, h2); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := newServerFor(t, h2, o)
+	if _, err := clientFor(t, srv2.URL+h2.Prefix, roots).ReadChunk(context.Background(), "a.flac", 0); err != nil {
+		t.Fatalf("second handler, same root: %v", err)
+	}
+}
+
+// TestPrefixRoot: prefix "/" puts the endpoints at /v1/….
+func TestPrefixRoot(t *testing.T) {
+	want := mediaBytes(10, 7)
+	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac": want}), func(h *Handler) { h.Prefix = "/" })
+	c := clientFor(t, e.srv.URL, e.roots)
+	got, err := c.ReadChunk(context.Background(), "a.flac", 0)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("prefix /: %v", err)
+	}
+}
