@@ -46,7 +46,7 @@ func startClientProxy(t testing.TB, bin, server, rootCA string, extra ...string)
 		},
 		// Not the catalog page: that asks the server, which may not be up.
 		ReadyURL: func(a proc.Attempt) string { return fmt.Sprintf("http://127.0.0.1:%d/healthz", a.Ports[0]) },
-		Logf: t.Logf,
+		Logf:     t.Logf,
 	})
 	if err != nil {
 		t.Fatalf("could not start clientproxy: %v", err)
