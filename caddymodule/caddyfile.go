@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		rekey_after_age      <duration>
 //		session_idle_timeout <duration>
 //		max_sessions         <count>
+//		allow_unprotected_routes
 //	}
 //
 // Sizes accept units (256KiB, 1GiB); durations Caddy's syntax (90s, 1h).
@@ -133,6 +134,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.SessionIdleTimeout = caddy.Duration(dur)
 			}
+		case "allow_unprotected_routes":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.AllowUnprotectedRoutes = true
 		default:
 			return d.Errf("unknown drm option %q", key)
 		}

@@ -77,6 +77,13 @@ type Handler struct {
 	// Default 100000.
 	MaxSessions int `json:"max_sessions,omitempty"`
 
+	// AllowUnprotectedRoutes lets Caddy start although other handlers of
+	// the same server can serve files without passing drm (a handle block
+	// with file_server beside drm, say). Without it, Provision refuses and
+	// names them: they might serve the origin's media in the clear. Set it
+	// only when those handlers serve nothing of the origin.
+	AllowUnprotectedRoutes bool `json:"allow_unprotected_routes,omitempty"`
+
 	endpoints string // Prefix + "/v1/"
 	server    protocol.ServerConfig
 	sessions  SessionStore
@@ -135,7 +142,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.sessions = store.(SessionStore)
 	registerMetrics(ctx)
-	return nil
+	return h.checkRoutes(ctx)
+}
+
+// checkRoutes refuses a server where other handlers can serve files
+// without passing drm (routes.go), unless AllowUnprotectedRoutes.
+func (h *Handler) checkRoutes(ctx caddy.Context) error {
+	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok {
+		return nil // provisioned outside an http server (tests, tools)
+	}
+	found, err := exposedHandlers(srv)
+	if err != nil {
+		return fmt.Errorf("drm: checking the server's routes: %w", err)
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	if h.AllowUnprotectedRoutes {
+		h.logger.Warn("handlers of this server serve requests without passing drm (allow_unprotected_routes)", zap.Strings("handlers", found))
+		return nil
+	}
+	return fmt.Errorf("drm: refusing to start: these handlers of the same server can serve files without passing drm, "+
+		"so the media could be served in the clear: %s. Put them behind drm (drm first in the same handle block, or drm for the "+
+		"whole site), or, if they serve nothing of the origin, set allow_unprotected_routes", strings.Join(found, "; "))
 }
 
 // sessionPoolKey names the session store of this configuration. Sessions
@@ -238,11 +268,11 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	endpoint, ok := strings.CutPrefix(r.URL.Path, h.endpoints)
 	if !ok {
-		return h.fail(w, http.StatusForbidden, protocol.ErrForbidden)
+		return h.fail(w, protocol.ErrForbidden)
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return h.fail(w, http.StatusMethodNotAllowed, fmt.Errorf("%w: %s %s", protocol.ErrMalformed, r.Method, r.URL.Path))
+		return h.failWith(w, http.StatusMethodNotAllowed, fmt.Errorf("%w: %s %s", protocol.ErrMalformed, r.Method, r.URL.Path))
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	switch endpoint {
@@ -257,7 +287,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case "close":
 		return h.serveSessionRequest(w, r, next, protocol.MsgClose)
 	}
-	return h.fail(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
+	return h.failWith(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
 }
 
 // readBody reads at most limit bytes of the request body.
