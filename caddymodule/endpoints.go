@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -19,16 +20,16 @@ import (
 func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, protocol.MaxHandshakeSize)
 	if err != nil {
-		return h.fail(w, http.StatusBadRequest, err)
+		return h.fail(w, err)
 	}
 	sess, reply, err := h.server.Accept(body)
 	if err != nil {
 		metricHandshakes.WithLabelValues("", "refused").Inc()
-		return h.fail(w, http.StatusBadRequest, err)
+		return h.fail(w, err)
 	}
 	if err := h.sessions.Add(sess); err != nil {
 		w.Header().Set("Retry-After", "10")
-		return h.fail(w, http.StatusServiceUnavailable, err)
+		return h.fail(w, err)
 	}
 	metricHandshakes.WithLabelValues(sess.Suite().Name(), "ok").Inc()
 	// Session events are per listener, thousands a second on a busy
@@ -49,22 +50,22 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, want protocol.MessageType) error {
 	body, err := readBody(w, r, protocol.MaxRequestSize)
 	if err != nil {
-		return h.fail(w, http.StatusBadRequest, err)
+		return h.fail(w, err)
 	}
 	id, typ, err := protocol.PeekRequest(body)
 	if err != nil {
-		return h.fail(w, http.StatusBadRequest, err)
+		return h.fail(w, err)
 	}
 	if typ != want {
-		return h.fail(w, http.StatusBadRequest, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want))
+		return h.fail(w, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want))
 	}
 	sess, ok := h.sessions.Get(id)
 	if !ok {
-		return h.fail(w, http.StatusForbidden, protocol.ErrUnknownSession)
+		return h.fail(w, protocol.ErrUnknownSession)
 	}
 	req, err := sess.OpenRequest(body)
 	if err != nil {
-		return h.fail(w, statusFor(err), err)
+		return h.fail(w, err)
 	}
 	h.sessions.Touch(id)
 	switch typ {
@@ -73,17 +74,17 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	case protocol.MsgCatalog:
 		items, err := h.catalog.list(r, next)
 		if err != nil {
-			return h.fail(w, http.StatusBadGateway, err)
+			return h.fail(w, err)
 		}
 		js, err := json.Marshal(items)
 		if err != nil {
-			return h.fail(w, http.StatusInternalServerError, err)
+			return h.fail(w, err)
 		}
 		return h.writeReply(w, sess, req, js)
 	case protocol.MsgRekey:
 		reply, err := sess.Rekey(req)
 		if err != nil {
-			return h.fail(w, statusFor(err), err)
+			return h.fail(w, err)
 		}
 		metricRekeys.Inc()
 		if ce := h.logger.Check(zap.DebugLevel, "session rekeyed"); ce != nil {
@@ -97,7 +98,7 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		}
 		return h.writeReply(w, sess, req, nil)
 	}
-	return h.fail(w, http.StatusBadRequest, protocol.ErrWrongMessage)
+	return h.fail(w, protocol.ErrWrongMessage)
 }
 
 // serveChunk reads one chunk from the origin and sends it sealed.
@@ -105,13 +106,13 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	req := accepted.Chunk()
 	item, err := h.catalog.lookup(r, next, req.MediaID)
 	if err != nil {
-		return h.fail(w, statusFor(err), err)
+		return h.fail(w, err)
 	}
 	// The catalog's size bounds the index before the origin is asked (the
 	// origin's own size is what the chunk then carries).
 	start, _, ok := protocol.ChunkSpan(req.Index, uint64(item.Size), sess.ChunkSize())
 	if !ok {
-		return h.fail(w, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, req.Index, req.MediaID))
+		return h.fail(w, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, req.Index, req.MediaID))
 	}
 	// One buffer: the origin's bytes land after room for the reply header,
 	// and the chunk is sealed in place over them.
@@ -120,7 +121,7 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(start), int64(sess.ChunkSize()),
 		(*buf)[protocol.ReplyHeaderSize:protocol.ReplyHeaderSize])
 	if err != nil {
-		return h.fail(w, statusFor(err), err)
+		return h.fail(w, err)
 	}
 	if slice.total != item.Size {
 		// The medium changed since the catalog was read, or the origin
@@ -128,11 +129,11 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 		// again soon.
 		h.catalog.stale()
 		err := fmt.Errorf("%w: %s is %d bytes at the origin but %d in the catalog", protocol.ErrOrigin, req.MediaID, slice.total, item.Size)
-		return h.fail(w, statusFor(err), err)
+		return h.fail(w, err)
 	}
 	sealed, err := sess.SealChunk((*buf)[:0], accepted, uint64(slice.total), slice.data)
 	if err != nil {
-		return h.fail(w, statusFor(err), err)
+		return h.fail(w, err)
 	}
 	metricChunks.Inc()
 	metricChunkBytes.Add(float64(len(slice.data)))
@@ -142,7 +143,7 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 func (h *Handler) writeReply(w http.ResponseWriter, sess *protocol.ServerSession, req *protocol.Accepted, payload []byte) error {
 	sealed, err := sess.SealReply(req, payload)
 	if err != nil {
-		return h.fail(w, statusFor(err), err)
+		return h.fail(w, err)
 	}
 	return h.writeBinary(w, sealed)
 }
@@ -161,10 +162,21 @@ func (h *Handler) putBuf(b *[]byte) {
 	h.bufs.Put(b)
 }
 
-// fail reports err to the client — the status, and a Drm-Error header with
-// the protocol's error code and the reason — and returns it as a
+// fail reports err to the client with the status statusFor gives it.
+func (h *Handler) fail(w http.ResponseWriter, err error) error {
+	return h.failWith(w, statusFor(err), err)
+}
+
+// maxReason bounds the reason of a Drm-Error header: an error can quote
+// what the client sent (its suites, a media id), and the header must not
+// grow with it. It holds the longest reason the server writes itself, the
+// default suites a no-common-suite refusal lists.
+const maxReason = 512
+
+// failWith reports err to the client — the status, and a Drm-Error header
+// with the protocol's error code and the reason — and returns it as a
 // caddyhttp.Error so that Caddy logs it and handle_errors can see it.
-func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
+func (h *Handler) failWith(w http.ResponseWriter, status int, err error) error {
 	code, reason := protocol.ErrorCode(err), err.Error()
 	if code == "" {
 		code, reason = "internal", "internal error"
@@ -183,15 +195,30 @@ func (h *Handler) fail(w http.ResponseWriter, status int, err error) error {
 		}
 		return r
 	}, reason)
+	if len(reason) > maxReason {
+		cut := maxReason - len("…")
+		for !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut] + "…"
+	}
 	w.Header().Set("Drm-Error", code+": "+reason)
 	metricErrors.WithLabelValues(code).Inc()
 	return caddyhttp.Error(status, err)
 }
 
 // statusFor maps errors to HTTP statuses: 4xx for anything the client
-// sent or must fix (rekey, new handshake), 5xx only for origin trouble.
+// sent or must fix (rekey, new handshake), 502/504 for the origin's
+// trouble, 503 for a full session store, and 500 for an error the
+// protocol has no code for — a bug, never something a client can cause.
 func statusFor(err error) int {
 	switch {
+	case protocol.ErrorCode(err) == "":
+		return http.StatusInternalServerError
+	case errors.Is(err, protocol.ErrBusy):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, protocol.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, protocol.ErrAuthentication), errors.Is(err, protocol.ErrUnknownSession):
 		return http.StatusForbidden
 	case errors.Is(err, protocol.ErrReplay), errors.Is(err, protocol.ErrEpochRetired), errors.Is(err, protocol.ErrRekeyRequired):

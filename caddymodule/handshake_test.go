@@ -79,6 +79,11 @@ func TestHandshakeErrors(t *testing.T) {
 			ch.Suites = []string{"FFDHE2048_AES128_GCM_SHA256", "MADE_UP_SUITE"}
 			ch.KeyShares = map[string][]byte{"FFDHE2048": randomBytes(256)}
 		}), "no-common-suite", []string{"FFDHE2048_AES128_GCM_SHA256", "MADE_UP_SUITE", "X25519MLKEM768_AES128_GCM_SHA256", "P256_AES256_GCM_SHA384"}},
+		// 60 KB of offer: the refusal names the server's suites and is
+		// bounded (it echoed the whole offer, 63 KB of header, before).
+		{"no common suite in a huge offer", hello(func(ch *wireHello) {
+			ch.Suites = []string{strings.Repeat("A", 30<<10), strings.Repeat("B", 30<<10)}
+		}), "no-common-suite", []string{"server accepts [X25519MLKEM768_AES128_GCM_SHA256", "P256_AES256_GCM_SHA384"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -88,6 +93,9 @@ func TestHandshakeErrors(t *testing.T) {
 				if de := resp.Header.Get("Drm-Error"); !strings.Contains(de, s) {
 					t.Errorf("Drm-Error %q does not name %s", de, s)
 				}
+			}
+			if de := resp.Header.Get("Drm-Error"); len(de) > 600 {
+				t.Errorf("a Drm-Error of %d bytes", len(de))
 			}
 			if len(body) != 0 {
 				t.Errorf("refusal with a %d-byte body", len(body))

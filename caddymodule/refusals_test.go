@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -269,20 +270,38 @@ func TestOriginHeadersNeverLeak(t *testing.T) {
 	}
 }
 
-// TestFailSanitizesHeader: the Drm-Error reason cannot inject header
-// lines or control characters.
-func TestFailSanitizesHeader(t *testing.T) {
-	h := &Handler{}
-	w := httptest.NewRecorder()
-	err := h.fail(w, 400, fmt.Errorf("%w: line\r\nX-Injected: 1\x00\x7f", protocol.ErrMalformed))
-	var he caddyhttp.HandlerError
-	if !errors.As(err, &he) || he.StatusCode != 400 {
-		t.Fatalf("fail returned %v", err)
-	}
-	if de := w.Header().Get("Drm-Error"); strings.ContainsAny(de, "\r\n\x00\x7f") || !strings.HasPrefix(de, "malformed: ") {
-		t.Fatalf("Drm-Error %q", de)
-	}
-	if w.Header().Get("X-Injected") != "" {
-		t.Fatal("header injected")
+// TestFailHeader: the Drm-Error reason cannot inject header lines or
+// control characters, and is bounded however much of the request it
+// quotes; an error the protocol has no code for is a 500 that says
+// nothing of itself.
+func TestFailHeader(t *testing.T) {
+	_, long := protocol.ParseSuites([]string{strings.Repeat("é", 4096)}) // quotes 8 KiB of two-byte runes
+	for _, c := range []struct {
+		name   string
+		err    error
+		status int
+		prefix string
+	}{
+		{"control characters", fmt.Errorf("%w: line\r\nX-Injected: 1\x00\x7f", protocol.ErrMalformed), 400, "malformed: "},
+		{"long reason", long, 400, "unknown-suite: "},
+		{"a bug", errors.New("nil map in the handler"), 500, "internal: internal error"},
+		{"busy", protocol.ErrBusy, 503, "busy: "},
+		{"origin", fmt.Errorf("%w: /secret/path answered 500", protocol.ErrOrigin), 502, "origin: origin failed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			err := (&Handler{}).fail(w, c.err)
+			var he caddyhttp.HandlerError
+			if !errors.As(err, &he) || he.StatusCode != c.status {
+				t.Fatalf("fail returned %v, want status %d", err, c.status)
+			}
+			de := w.Header().Get("Drm-Error")
+			if strings.ContainsAny(de, "\r\n\x00\x7f") || !strings.HasPrefix(de, c.prefix) || w.Header().Get("X-Injected") != "" {
+				t.Fatalf("Drm-Error %q", de)
+			}
+			if _, reason, _ := strings.Cut(de, ": "); len(reason) > maxReason || !utf8.ValidString(reason) {
+				t.Fatalf("reason of %d bytes (valid UTF-8: %v)", len(reason), utf8.ValidString(reason))
+			}
+		})
 	}
 }

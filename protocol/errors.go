@@ -99,14 +99,22 @@ func (e *remoteError) Error() string { return e.reason }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // noCommonSuiteError names both lists so an operator can see at once why
-// negotiation failed.
+// negotiation failed: the server's first, then the start of the client's
+// offer (which can be long, and is the client's own words).
 type noCommonSuiteError struct {
 	Offered, Supported []string
 }
 
+// offeredShown bounds how many of the client's suites the message quotes.
+const offeredShown = 4
+
 func (e *noCommonSuiteError) Error() string {
-	return fmt.Sprintf("no common cipher suite: client offered [%s], server accepts [%s]",
-		strings.Join(e.Offered, " "), strings.Join(e.Supported, " "))
+	offered := strings.Join(e.Offered[:min(len(e.Offered), offeredShown)], " ")
+	if n := len(e.Offered) - offeredShown; n > 0 {
+		offered += fmt.Sprintf(" and %d more", n)
+	}
+	return fmt.Sprintf("no common cipher suite: server accepts [%s], client offered [%s]",
+		strings.Join(e.Supported, " "), offered)
 }
 
 func (e *noCommonSuiteError) Unwrap() error { return errNoCommonSuite }
