@@ -87,7 +87,7 @@ func BenchmarkHandshake(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			suite, _ := parseSuite(name)
 			id := testIdentity(b, "ed25519")
-			scfg := &ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: DefaultChunkSize, Limits: DefaultLimits()}
+			scfg := testServer(b, ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: DefaultChunkSize, Limits: DefaultLimits()})
 			ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
 			b.ReportAllocs()
 			for b.Loop() {

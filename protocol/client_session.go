@@ -15,6 +15,7 @@ import (
 // Request keeps the keys of the epoch it was sealed under).
 type ClientSession struct {
 	id           SessionID
+	endpoint     string
 	suite        Suite
 	chunkSize    int
 	serverKey    crypto.PublicKey
@@ -25,7 +26,13 @@ type ClientSession struct {
 	limits  EpochLimits
 	current *epochKeys
 	seq     uint64 // next sequence number in the current epoch
+	// ticket goes with every request until the server answered one: the
+	// server resumes the session from it (§16).
+	ticket []byte
 }
+
+// Endpoint is the endpoint name the server announced, signed.
+func (s *ClientSession) Endpoint() string { return s.endpoint }
 
 // ID is the session's id.
 func (s *ClientSession) ID() SessionID { return s.id }
@@ -72,12 +79,12 @@ func (r *Request) Epoch() uint32 { return r.header.Epoch }
 // with the next sequence number.
 func (s *ClientSession) newRequest(t MessageType, payload []byte) *Request {
 	s.mu.Lock()
-	keys, seq := s.current, s.seq
+	keys, seq, ticket := s.current, s.seq, s.ticket
 	s.seq++
 	s.mu.Unlock()
-	h := requestHeader{Type: t, SessionID: s.id, Epoch: keys.number, Seq: seq}
-	env := h.appendTo(make([]byte, 0, requestHeaderSize+len(payload)+keys.c2s.overhead()))
-	env = keys.c2s.seal(env, seq, payload, env[:requestHeaderSize])
+	h := requestHeader{Type: t, SessionID: s.id, Epoch: keys.number, Seq: seq, Ticket: ticket}
+	env := h.appendTo(make([]byte, 0, h.len()+len(payload)+keys.c2s.overhead()))
+	env = keys.c2s.seal(env, seq, payload, env[:h.len()])
 	return &Request{header: h, envelope: env, keys: keys, session: s}
 }
 
@@ -113,7 +120,16 @@ func (r *Request) open(dst, reply []byte, mediaID string) (replyHeader, []byte, 
 	if err != nil {
 		return h, nil, err
 	}
+	r.session.confirm()
 	return h, out, nil
+}
+
+// confirm notes that the server answered: it holds the session now, and
+// requests go without the ticket.
+func (s *ClientSession) confirm() {
+	s.mu.Lock()
+	s.ticket = nil
+	s.mu.Unlock()
 }
 
 // OpenReply opens the reply to a non-chunk request.

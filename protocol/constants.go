@@ -33,6 +33,10 @@ const (
 	maxSealOverhead = 16 + 48
 	// MaxReplySize bounds a sealed reply: the largest chunk, sealed.
 	MaxReplySize = ReplyHeaderSize + MaxChunkSize + maxSealOverhead
+	// MaxEpochBytes caps the plaintext one key epoch may protect in each
+	// direction: 2^34 bytes, far below what AES-GCM (the weakest bound of
+	// the ciphers) allows under one key, like TLS 1.3's record limits.
+	MaxEpochBytes = 1 << 34
 
 	// MinChunkSize and MaxChunkSize bound the chunk size a server may
 	// announce.
@@ -50,6 +54,8 @@ const (
 	transcriptContext = labelPrefix + "transcript\x00"
 	// rekeyTranscriptContext starts the transcript hash of a rekey.
 	rekeyTranscriptContext = labelPrefix + "rekey transcript\x00"
+	// ticketContext starts the associated data of a ticket (§16).
+	ticketContext = labelPrefix + "ticket\x00"
 
 	// replayWindowSize is how far behind the highest sequence number a
 	// request may arrive and still be accepted once (§14).

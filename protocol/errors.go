@@ -18,6 +18,7 @@ var (
 	errBadSignature    = errors.New("server signature does not verify")
 	errCertificate     = errors.New("server certificate not trusted")
 	ErrUnsupportedKey  = errors.New("unsupported key: want Ed25519, ECDSA P-256/P-384 or RSA of at least 2048 bits")
+	ErrWrongEndpoint   = errors.New("the server is another endpoint")
 	ErrAuthentication  = errors.New("message authentication failed")
 	ErrReplay          = errors.New("replayed or too old sequence number")
 	ErrUnknownSession  = errors.New("unknown or expired session")

@@ -59,7 +59,7 @@ func FuzzParseSignedServerHello(f *testing.F) {
 	for _, name := range fuzzSuites {
 		s := mustSuite(f, name)
 		_, hello, _ := (&ClientConfig{Suites: []Suite{s}}).Start()
-		_, reply, err := (&ServerConfig{Suites: []Suite{s}, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}).Accept(hello)
+		_, reply, err := testServer(f, ServerConfig{Suites: []Suite{s}, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}).Accept(hello)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -101,7 +101,7 @@ func FuzzAccept(f *testing.F) {
 	for _, name := range fuzzSuites {
 		serverSuites = append(serverSuites, mustSuite(f, name))
 	}
-	cfg := &ServerConfig{Suites: serverSuites, Identity: id, ChunkSize: 4 * MinChunkSize, Limits: DefaultLimits()}
+	cfg := testServer(f, ServerConfig{Suites: serverSuites, Identity: id, ChunkSize: 4 * MinChunkSize, Limits: DefaultLimits()})
 	offers := [][]string{
 		SuiteNames(DefaultSuites()),
 		{"P256_AES256_CBC_SHA384"},
@@ -164,7 +164,7 @@ func FuzzAccept(f *testing.F) {
 		if _, ok := ch.KeyShares[ss.Suite().group.Name()]; !ok {
 			t.Fatalf("chose %s without a %s share", ss.Suite(), ss.Suite().group.Name())
 		}
-		if id := ss.ID(); !bytes.Equal(sh.SessionID, id[:]) || sh.ChunkSize != cfg.ChunkSize || sh.Limits != cfg.Limits {
+		if id := ss.ID(); !bytes.Equal(sh.SessionID, id[:]) || sh.ChunkSize != cfg.cfg.ChunkSize || sh.Limits != cfg.cfg.Limits {
 			t.Fatal("server hello does not describe the session")
 		}
 		// The server signs exactly the bytes it received.
@@ -196,7 +196,7 @@ func FuzzHandshakeFinish(f *testing.F) {
 	}
 	var answers []genuine
 	for _, s := range suites {
-		ss, reply, err := (&ServerConfig{Suites: []Suite{s}, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}).Accept(hello)
+		ss, reply, err := testServer(f, ServerConfig{Suites: []Suite{s}, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}).Accept(hello)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -205,10 +205,10 @@ func FuzzHandshakeFinish(f *testing.F) {
 		f.Add(reply)
 	}
 	// An answer by an unpinned server, and one to another hello.
-	_, reply, _ := (&ServerConfig{Suites: suites[1:2], Identity: testIdentity(f, "p256"), ChunkSize: MinChunkSize}).Accept(hello)
+	_, reply, _ := testServer(f, ServerConfig{Suites: suites[1:2], Identity: testIdentity(f, "p256"), ChunkSize: MinChunkSize}).Accept(hello)
 	f.Add(reply)
 	_, other, _ := ccfg.Start()
-	_, reply, _ = (&ServerConfig{Suites: suites[1:2], Identity: id, ChunkSize: MinChunkSize}).Accept(other)
+	_, reply, _ = testServer(f, ServerConfig{Suites: suites[1:2], Identity: id, ChunkSize: MinChunkSize}).Accept(other)
 	f.Add(reply)
 
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -73,18 +73,18 @@ func FuzzOpenRequest(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, env []byte) {
 		h, err := parseRequestHeader(env)
-		if id, typ, perr := PeekRequest(env); (perr == nil) != (err == nil) || perr == nil && (id != h.SessionID || typ != h.Type) {
-			t.Fatalf("PeekRequest says %v %v %v, the header %+v %v", id, typ, perr, h, err)
+		if info, perr := PeekRequest(env); (perr == nil) != (err == nil) || perr == nil && (info.Session != h.SessionID || info.Type != h.Type || !bytes.Equal(info.Ticket, h.Ticket)) {
+			t.Fatalf("PeekRequest says %+v %v, the header %+v %v", info, perr, h, err)
 		}
 		if err != nil {
 			checkErr(t, "parseRequestHeader", err, ErrMalformed, errVersion)
-			if len(env) >= requestHeaderSize && len(env) <= MaxRequestSize && env[0] == version {
+			if len(env) >= requestHeaderSize && len(env) <= MaxRequestSize && env[0] == version && env[1]&ticketFlag == 0 {
 				t.Fatalf("well-formed header refused: %v", err)
 			}
 			return
 		}
-		if len(env) < requestHeaderSize || len(env) > MaxRequestSize || !bytes.Equal(h.appendTo(nil), env[:requestHeaderSize]) {
-			t.Fatalf("header %+v does not re-encode to the envelope's", h)
+		if len(env) < h.len() || len(env) > MaxRequestSize || !bytes.Equal(h.appendTo(nil), env[:h.len()]) {
+			t.Fatalf("header of type %v, ticket of %d bytes does not re-encode to the envelope's", h.Type, len(h.Ticket))
 		}
 		for _, fx := range fixtures {
 			srv := cloneServer(fx.server)
@@ -322,6 +322,7 @@ func FuzzServerRekey(f *testing.F) {
 		for _, fx := range fixtures {
 			srv := cloneServer(fx.server)
 			old := srv.current
+			oldTranscript := bytes.Clone(old.transcript) // a rekey wipes it
 			a, err := accepted(srv, fx.h, payload)
 			if _, perr := parseRekeyRequest(payload); err != nil || perr != nil {
 				// OpenRequest refuses the request before anything counts.
@@ -356,7 +357,7 @@ func FuzzServerRekey(f *testing.F) {
 			if err := json.Unmarshal(signed.Message, &hello); err != nil || hello.Epoch != old.number+1 {
 				t.Fatalf("%s: rekey hello %q: %v", fx.name, signed.Message, err)
 			}
-			th := transcriptHash(srv.Suite().hash, rekeyTranscriptContext, old.transcript, payload, signed.Message)
+			th := transcriptHash(srv.Suite().hash, rekeyTranscriptContext, oldTranscript, payload, signed.Message)
 			if err := verifyTranscript(fx.pub, th, signed.Signature); err != nil {
 				t.Fatalf("%s: signature over the received payload: %v", fx.name, err)
 			}

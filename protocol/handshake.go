@@ -4,111 +4,17 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
 
-// ServerConfig is the server side of the handshake.
-type ServerConfig struct {
-	// Suites in the server's order of preference.
-	Suites    []Suite
-	Identity  Identity
-	ChunkSize int
-	Limits    EpochLimits
-	// Now defaults to time.Now.
-	Now func() time.Time
-}
-
-func (c *ServerConfig) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
-	}
-	return time.Now()
-}
-
-// Validate checks the configuration: a chunk size in range and a key the
-// server can sign with. Accept calls it too (it costs a few comparisons),
-// so a bad configuration is an error, never a panic in a session.
-func (c *ServerConfig) Validate() error {
-	switch {
-	case len(c.Suites) == 0:
-		return errors.New("protocol: server accepts no suite")
-	case c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize:
-		return fmt.Errorf("protocol: chunk size %d outside [%d, %d]", c.ChunkSize, MinChunkSize, MaxChunkSize)
-	case c.Limits.Bytes != 0 && c.Limits.Bytes < uint64(c.ChunkSize):
-		return fmt.Errorf("protocol: epoch byte limit %d is less than one chunk", c.Limits.Bytes)
-	case c.Identity.Signer == nil || len(c.Identity.Chain) == 0:
-		return errors.New("protocol: server has no identity")
-	}
-	_, err := signatureHash(c.Identity.Signer.Public())
-	return err
-}
-
-// Accept runs the server's half of a handshake: it negotiates a suite, answers
-// the client's key share, derives epoch 0 and signs the transcript. It
-// returns the new session and the reply (a Signed ServerHello).
-func (c *ServerConfig) Accept(clientHello []byte) (*ServerSession, []byte, error) {
-	if err := c.Validate(); err != nil {
-		return nil, nil, err
-	}
-	ch, err := parseClientHello(clientHello)
-	if err != nil {
-		return nil, nil, err
-	}
-	suite, err := negotiate(c.Suites, ch.Suites)
-	if err != nil {
-		return nil, nil, err
-	}
-	share, ok := ch.KeyShares[suite.group.Name()]
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: suite %s chosen but no %s share sent", errKeyShare, suite.Name(), suite.group.Name())
-	}
-	serverShare, shared, err := suite.group.respond(rand.Reader, share)
-	if err != nil {
-		return nil, nil, err
-	}
-	sh := serverHelloMsg{
-		Version:      version,
-		Random:       randomBytes(randomSize),
-		Suite:        suite.Name(),
-		SessionID:    randomBytes(sessionIDSize),
-		KeyShare:     serverShare,
-		Certificates: c.Identity.Chain,
-		ChunkSize:    c.ChunkSize,
-		Limits:       c.Limits,
-	}
-	shBytes, err := json.Marshal(sh)
-	if err != nil {
-		return nil, nil, err
-	}
-	th := transcriptHash(suite.hash, transcriptContext, clientHello, shBytes)
-	sig, err := signTranscript(c.Identity.Signer, th)
-	if err != nil {
-		return nil, nil, fmt.Errorf("protocol: signing the transcript: %w", err)
-	}
-	keys, err := newEpochKeys(suite, 0, shared, nil, th)
-	if err != nil {
-		return nil, nil, err
-	}
-	reply, err := json.Marshal(signedMsg{Message: shBytes, Signature: sig})
-	if err != nil {
-		return nil, nil, err
-	}
-	s := &ServerSession{
-		suite:     suite,
-		chunkSize: c.ChunkSize,
-		limits:    c.Limits,
-		signer:    c.Identity.Signer,
-		now:       c.now,
-	}
-	copy(s.id[:], sh.SessionID)
-	s.install(keys)
-	return s, reply, nil
-}
-
 // ClientConfig is the client side of the handshake.
 type ClientConfig struct {
+	// Endpoint, when set, is the endpoint name the server must announce
+	// (ServerConfig.Endpoint): a server of another endpoint with a trusted
+	// certificate is then refused. Empty accepts any; the session's
+	// Endpoint tells which it was.
+	Endpoint string
 	// Suites in the client's order of preference.
 	Suites []Suite
 	// VerifyCertificate checks the server's chain (DER, leaf first)
@@ -176,6 +82,12 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.cfg.Endpoint != "" && sh.Endpoint != h.cfg.Endpoint {
+		return nil, fmt.Errorf("%w: the server is endpoint %q, not %q", ErrWrongEndpoint, sh.Endpoint, h.cfg.Endpoint)
+	}
+	if len(signed.Ticket) == 0 || len(signed.Ticket) > maxTicketSize {
+		return nil, fmt.Errorf("%w: a ticket of %d bytes", ErrMalformed, len(signed.Ticket))
+	}
 	leaf, err := h.cfg.VerifyCertificate(sh.Certificates)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errCertificate, err)
@@ -192,8 +104,8 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ClientSession{suite: suite, chunkSize: sh.ChunkSize, limits: sh.Limits,
-		serverKey: leaf.PublicKey, serverExpiry: leaf.NotAfter, now: h.cfg.now, current: keys}
+	s := &ClientSession{endpoint: sh.Endpoint, suite: suite, chunkSize: sh.ChunkSize, limits: sh.Limits,
+		serverKey: leaf.PublicKey, serverExpiry: leaf.NotAfter, now: h.cfg.now, ticket: signed.Ticket, current: keys}
 	copy(s.id[:], sh.SessionID)
 	return s, nil
 }

@@ -57,10 +57,54 @@ func pinned(id Identity) func([][]byte) (*x509.Certificate, error) {
 	}
 }
 
+// testTickets is one fixed ticket key.
+type testTickets struct{ key [32]byte }
+
+func (k testTickets) Current() (uint32, [32]byte) { return 7, k.key }
+func (k testTickets) Lookup(id uint32) ([32]byte, bool) {
+	return k.key, id == 7
+}
+
+// testServer makes a server of cfg with what the tests do not care about
+// filled in: an endpoint, ticket keys, the smallest chunk, and the largest
+// limits where cfg sets none.
+func testServer(t testing.TB, cfg ServerConfig) *Server {
+	t.Helper()
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = "https://drm.test/drm"
+	}
+	if cfg.Tickets == nil {
+		cfg.Tickets = testTickets{key: [32]byte{1, 2, 3}}
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = MinChunkSize
+	}
+	cfg.Limits = generous(cfg.Limits)
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// generous sets the limits l leaves unset to the largest allowed.
+func generous(l EpochLimits) EpochLimits {
+	if l.Chunks == 0 {
+		l.Chunks = 1<<32 - 1
+	}
+	if l.Bytes == 0 {
+		l.Bytes = MaxEpochBytes
+	}
+	if l.AgeSeconds == 0 {
+		l.AgeSeconds = 1<<32 - 1
+	}
+	return l
+}
+
 type pair struct {
 	server *ServerSession
 	client *ClientSession
-	cfg    *ServerConfig
+	srv    *Server
 }
 
 func newPair(t testing.TB, suite Suite, limits EpochLimits) pair {
@@ -71,7 +115,7 @@ func newPair(t testing.TB, suite Suite, limits EpochLimits) pair {
 func newPairSized(t testing.TB, suite Suite, limits EpochLimits, chunkSize int) pair {
 	t.Helper()
 	id := testIdentity(t, "ed25519")
-	scfg := &ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: chunkSize, Limits: limits}
+	scfg := testServer(t, ServerConfig{Suites: []Suite{suite}, Identity: id, ChunkSize: chunkSize, Limits: limits})
 	ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
 	hs, hello, err := ccfg.Start()
 	if err != nil {

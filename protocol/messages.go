@@ -29,6 +29,7 @@ type clientHelloMsg struct {
 type serverHelloMsg struct {
 	Version      int         `json:"version"`
 	Random       []byte      `json:"random"`
+	Endpoint     string      `json:"endpoint"`
 	Suite        string      `json:"suite"`
 	SessionID    []byte      `json:"session_id"`
 	KeyShare     []byte      `json:"key_share"`
@@ -62,6 +63,9 @@ func DefaultLimits() EpochLimits {
 type signedMsg struct {
 	Message   json.RawMessage `json:"message"`
 	Signature []byte          `json:"signature"`
+	// Ticket, beside the handshake's ServerHello (it seals a secret the
+	// signed transcript produces), is the new session's ticket (§16).
+	Ticket []byte `json:"ticket,omitempty"`
 }
 
 const (
@@ -127,6 +131,8 @@ func parseServerHello(b []byte) (*serverHelloMsg, error) {
 		return nil, fmt.Errorf("%w: session id is %d bytes", ErrMalformed, len(sh.SessionID))
 	case len(sh.Certificates) == 0:
 		return nil, fmt.Errorf("%w: server sent no certificate", ErrMalformed)
+	case sh.Endpoint == "":
+		return nil, fmt.Errorf("%w: server named no endpoint", ErrMalformed)
 	case sh.ChunkSize < MinChunkSize || sh.ChunkSize > MaxChunkSize:
 		return nil, fmt.Errorf("%w: chunk size %d out of range", ErrMalformed, sh.ChunkSize)
 	}

@@ -141,7 +141,7 @@ func TestParseSuiteNames(t *testing.T) {
 func TestStrippedOfferDetected(t *testing.T) {
 	id := testIdentity(t, "ed25519")
 	all, _ := ParseSuites([]string{"X25519_AES128_GCM_SHA256", "X25519_AES128_CBC_SHA256"})
-	scfg := &ServerConfig{Suites: all, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}
+	scfg := testServer(t, ServerConfig{Suites: all, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()})
 	ccfg := &ClientConfig{Suites: all, VerifyCertificate: pinned(id)}
 	hs, hello, err := ccfg.Start()
 	if err != nil {
@@ -171,7 +171,7 @@ func TestHandshakeRejectsOtherServer(t *testing.T) {
 	id, other := testIdentity(t, "ed25519"), testIdentity(t, "p256")
 	ccfg := &ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}
 	hs, hello, _ := ccfg.Start()
-	_, reply, err := (&ServerConfig{Suites: []Suite{suite}, Identity: other, ChunkSize: MinChunkSize}).Accept(hello)
+	_, reply, err := testServer(t, ServerConfig{Suites: []Suite{suite}, Identity: other, ChunkSize: MinChunkSize}).Accept(hello)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestHandshakeRejectsOtherServer(t *testing.T) {
 	// A pinned certificate with a key the signer does not hold.
 	mixed := Identity{Signer: other.Signer, Chain: id.Chain}
 	hs, hello, _ = ccfg.Start()
-	_, reply, _ = (&ServerConfig{Suites: []Suite{suite}, Identity: mixed, ChunkSize: MinChunkSize}).Accept(hello)
+	_, reply, _ = testServer(t, ServerConfig{Suites: []Suite{suite}, Identity: mixed, ChunkSize: MinChunkSize}).Accept(hello)
 	if _, err := hs.Finish(reply); err == nil {
 		t.Fatal("signature by a key other than the certificate's accepted")
 	}
@@ -346,10 +346,13 @@ func TestEpochsAreChained(t *testing.T) {
 	suite := DefaultSuites()[0]
 	shared := []byte("shared secret")
 	th := []byte("transcript")
-	a := deriveEpoch(suite.hash, shared, nil, th)
-	b := deriveEpoch(suite.hash, shared, a.Chain, th)
-	c := deriveEpoch(suite.hash, shared, []byte("another chain value of 32 bytes!"), th)
-	if bytes.Equal(a.Secret, b.Secret) || bytes.Equal(b.Secret, c.Secret) {
+	a, err := newEpochKeys(suite, 0, shared, nil, th)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := epochSecret(suite.hash, shared, a.chain, th)
+	c := epochSecret(suite.hash, shared, []byte("another chain value of 32 bytes!"), th)
+	if bytes.Equal(epochSecret(suite.hash, shared, nil, th), b) || bytes.Equal(b, c) {
 		t.Fatal("epoch secret does not depend on the previous chain value")
 	}
 }

@@ -14,20 +14,44 @@ type SessionID [sessionIDSize]byte
 func (id SessionID) String() string { return hex.EncodeToString(id[:8]) }
 
 // requestHeader is the clear, authenticated start of every request after
-// the handshake (§12). The rest of the envelope is the payload sealed under
-// the epoch's client-to-server keys with this header as associated data.
+// the handshake (§12): the 30-byte header, then, while the client has not
+// seen an answer of the session yet, its ticket (§16). The rest of the
+// envelope is the payload sealed under the epoch's client-to-server keys
+// with all of this as associated data.
 type requestHeader struct {
 	Type      MessageType
 	SessionID SessionID
 	Epoch     uint32
 	Seq       uint64
+	Ticket    []byte // nil: none
 }
 
+// ticketFlag is the bit of the type byte that says a ticket follows the
+// header.
+const ticketFlag = 0x80
+
 func (h *requestHeader) appendTo(b []byte) []byte {
-	b = append(b, version, byte(h.Type))
+	t := byte(h.Type)
+	if h.Ticket != nil {
+		t |= ticketFlag
+	}
+	b = append(b, version, t)
 	b = append(b, h.SessionID[:]...)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
-	return binary.BigEndian.AppendUint64(b, h.Seq)
+	b = binary.BigEndian.AppendUint64(b, h.Seq)
+	if h.Ticket != nil {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(h.Ticket)))
+		b = append(b, h.Ticket...)
+	}
+	return b
+}
+
+// len is the encoded length: where the sealed payload starts.
+func (h *requestHeader) len() int {
+	if h.Ticket == nil {
+		return requestHeaderSize
+	}
+	return requestHeaderSize + 2 + len(h.Ticket)
 }
 
 // parseRequestHeader reads the clear header of a request envelope. The
@@ -43,19 +67,39 @@ func parseRequestHeader(envelope []byte) (requestHeader, error) {
 	if envelope[0] != version {
 		return h, fmt.Errorf("%w: request version %d", errVersion, envelope[0])
 	}
-	h.Type = MessageType(envelope[1])
+	h.Type = MessageType(envelope[1] &^ ticketFlag)
 	copy(h.SessionID[:], envelope[2:18])
 	h.Epoch = binary.BigEndian.Uint32(envelope[18:22])
 	h.Seq = binary.BigEndian.Uint64(envelope[22:30])
+	if envelope[1]&ticketFlag != 0 {
+		rest := envelope[requestHeaderSize:]
+		if len(rest) < 2 || int(binary.BigEndian.Uint16(rest)) > len(rest)-2 {
+			return h, fmt.Errorf("%w: request with a truncated ticket", ErrMalformed)
+		}
+		n := int(binary.BigEndian.Uint16(rest))
+		if n == 0 {
+			return h, fmt.Errorf("%w: request with an empty ticket", ErrMalformed)
+		}
+		h.Ticket = rest[2 : 2+n]
+	}
 	return h, nil
 }
 
-// PeekRequest reads which session a request envelope names and what type
-// it claims to be, so the server can find the session that opens it.
-// Nothing of it is authenticated until ServerSession.OpenRequest.
-func PeekRequest(envelope []byte) (SessionID, MessageType, error) {
+// RequestInfo is the clear part of a request envelope: which session it
+// names, what type it claims to be, and the session's ticket while the
+// client has one to send (§16). Nothing of it is authenticated until
+// ServerSession.OpenRequest.
+type RequestInfo struct {
+	Session SessionID
+	Type    MessageType
+	Ticket  []byte
+}
+
+// PeekRequest reads the clear part of a request envelope, so the server
+// can find, or resume from its ticket, the session that opens it.
+func PeekRequest(envelope []byte) (RequestInfo, error) {
 	h, err := parseRequestHeader(envelope)
-	return h.SessionID, h.Type, err
+	return RequestInfo{Session: h.SessionID, Type: h.Type, Ticket: h.Ticket}, err
 }
 
 // replyHeader is the clear, authenticated start of every sealed reply

@@ -32,21 +32,13 @@ func labelInfo(label string, context []byte, length int) []byte {
 	return append(info, context...)
 }
 
-// epochSecrets is the output of the key schedule for one key epoch.
-type epochSecrets struct {
-	// Secret is the epoch secret every traffic key is expanded from.
-	Secret []byte
-	// Chain is mixed into the next epoch's extract step, so each epoch
-	// depends on every earlier exchange as well as its own.
-	Chain []byte
-}
-
-// deriveEpoch runs the key schedule of one epoch:
+// epochSecret runs the extract step of one epoch (§10):
 //
-//	prk    = HKDF-Extract(salt = previous Chain (zeros for epoch 0), ikm = shared secret)
-//	secret = Expand-Label(prk, "epoch", transcript hash, Hash.Size)
-//	chain  = Expand-Label(secret, "chain", "", Hash.Size)
-func deriveEpoch(h crypto.Hash, shared, prevChain, transcriptHash []byte) epochSecrets {
+//	prk    = HKDF-Extract(salt = previous chain (zeros for epoch 0), ikm = shared secret)
+//	secret = Expand-Label(prk, "epoch", transcript hash, Hash.len)
+//
+// epochFromSecret expands the rest, the chain value among it.
+func epochSecret(h crypto.Hash, shared, prevChain, transcriptHash []byte) []byte {
 	salt := prevChain
 	if salt == nil {
 		salt = make([]byte, h.Size())
@@ -55,15 +47,14 @@ func deriveEpoch(h crypto.Hash, shared, prevChain, transcriptHash []byte) epochS
 	if err != nil {
 		panic("protocol: HKDF-Extract: " + err.Error())
 	}
-	secret := expandLabel(h, prk, labelEpoch, transcriptHash, h.Size())
-	return epochSecrets{Secret: secret, Chain: expandLabel(h, secret, labelChain, nil, h.Size())}
+	defer wipe(prk)
+	return expandLabel(h, prk, labelEpoch, transcriptHash, h.Size())
 }
 
 // trafficKeys protects one direction of one epoch.
 type trafficKeys struct {
-	key, macKey []byte
-	iv          [nonceSize]byte
-	aead        cipher.AEAD
+	iv   [nonceSize]byte
+	aead cipher.AEAD
 }
 
 // direction selects the labels of one direction.
@@ -74,18 +65,32 @@ var (
 	serverToClient = direction{labelS2CKey, labelS2CMacKey, labelS2CIV}
 )
 
+// deriveTraffic expands one direction's keys from an epoch secret. The
+// raw cipher and MAC keys are wiped once the AEAD holds them (its own
+// expanded copy Go cannot wipe).
 func deriveTraffic(s Suite, secret []byte, d direction) (*trafficKeys, error) {
-	k := &trafficKeys{key: expandLabel(s.hash, secret, d.key, nil, s.cipher.keyLen())}
+	key := expandLabel(s.hash, secret, d.key, nil, s.cipher.keyLen())
+	var macKey []byte
 	if n := s.cipher.macKeyLen(s.hash); n > 0 {
-		k.macKey = expandLabel(s.hash, secret, d.mac, nil, n)
+		macKey = expandLabel(s.hash, secret, d.mac, nil, n)
 	}
+	defer wipe(key, macKey)
+	k := &trafficKeys{}
 	copy(k.iv[:], expandLabel(s.hash, secret, d.iv, nil, nonceSize))
-	aead, err := s.cipher.newAEAD(k.key, k.macKey, s.hash)
+	aead, err := s.cipher.newAEAD(key, macKey, s.hash)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: %s: %w", s.Name(), err)
 	}
 	k.aead = aead
 	return k, nil
+}
+
+// wipe zeroes secrets that are no longer needed, where Go lets us (not
+// the copies inside crypto/cipher's AEADs, nor what the GC moved).
+func wipe(secrets ...[]byte) {
+	for _, b := range secrets {
+		clear(b)
+	}
 }
 
 // nonce is the IV XOR the 64-bit sequence number, right-aligned (as in
@@ -127,14 +132,26 @@ type epochKeys struct {
 }
 
 func newEpochKeys(s Suite, number uint32, shared, prevChain, transcript []byte) (*epochKeys, error) {
-	sec := deriveEpoch(s.hash, shared, prevChain, transcript)
-	c2s, err := deriveTraffic(s, sec.Secret, clientToServer)
-	if err != nil {
-		return nil, err
-	}
-	s2c, err := deriveTraffic(s, sec.Secret, serverToClient)
-	if err != nil {
-		return nil, err
-	}
-	return &epochKeys{number: number, suite: s, transcript: transcript, chain: sec.Chain, c2s: c2s, s2c: s2c}, nil
+	secret := epochSecret(s.hash, shared, prevChain, transcript)
+	defer wipe(secret)
+	return epochFromSecret(s, number, secret, transcript)
 }
+
+// epochFromSecret derives an epoch's keys and chain value from its secret
+// (§10): after a key exchange, or from a ticket (§16).
+func epochFromSecret(s Suite, number uint32, secret, transcript []byte) (*epochKeys, error) {
+	c2s, err := deriveTraffic(s, secret, clientToServer)
+	if err != nil {
+		return nil, err
+	}
+	s2c, err := deriveTraffic(s, secret, serverToClient)
+	if err != nil {
+		return nil, err
+	}
+	chain := expandLabel(s.hash, secret, labelChain, nil, s.hash.Size())
+	return &epochKeys{number: number, suite: s, transcript: transcript, chain: chain, c2s: c2s, s2c: s2c}, nil
+}
+
+// retire wipes what an epoch needed only to derive the next one; its
+// traffic keys stay, for the replies to requests it had accepted.
+func (k *epochKeys) retire() { wipe(k.chain, k.transcript) }

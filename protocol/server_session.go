@@ -16,10 +16,12 @@ import (
 // for concurrent use.
 type ServerSession struct {
 	id        SessionID
+	endpoint  string
 	suite     Suite
 	chunkSize int
 	limits    EpochLimits
 	signer    crypto.Signer
+	notAfter  time.Time // the server certificate's: the session ends then
 	now       func() time.Time
 
 	mu      sync.Mutex
@@ -32,6 +34,9 @@ type ServerSession struct {
 
 // ID is the session's id.
 func (s *ServerSession) ID() SessionID { return s.id }
+
+// Endpoint is the endpoint the session was made for.
+func (s *ServerSession) Endpoint() string { return s.endpoint }
 
 // Suite is the negotiated cipher suite.
 func (s *ServerSession) Suite() Suite { return s.suite }
@@ -47,10 +52,21 @@ func (s *ServerSession) Epoch() uint32 {
 }
 
 func (s *ServerSession) install(k *epochKeys) {
+	if s.current != nil {
+		s.current.retire()
+	}
 	s.current = k
 	s.started = s.now()
 	s.chunks, s.bytes = 0, 0
 	s.window = replayWindow{}
+}
+
+// Close ends the session: it wipes what would let anyone derive its next
+// epochs. (Requests it had accepted can still be answered.)
+func (s *ServerSession) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.current.retire()
 }
 
 // Accepted is an authenticated request. It is answered exactly once
@@ -104,6 +120,9 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 	if h.SessionID != s.id {
 		return nil, ErrUnknownSession
 	}
+	if !s.now().Before(s.notAfter) {
+		return nil, fmt.Errorf("%w: the server certificate of the session expired at %v", ErrUnknownSession, s.notAfter)
+	}
 	switch h.Type {
 	case MsgCatalog, MsgChunk, MsgRekey, MsgClose:
 	default:
@@ -118,7 +137,7 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 	case h.Epoch > keys.number:
 		return nil, fmt.Errorf("%w: request under epoch %d, which has not begun", ErrAuthentication, h.Epoch)
 	}
-	payload, err := keys.c2s.open(nil, h.Seq, envelope[requestHeaderSize:], envelope[:requestHeaderSize])
+	payload, err := keys.c2s.open(nil, h.Seq, envelope[h.len():], envelope[:h.len()])
 	if err != nil {
 		return nil, err
 	}
@@ -131,8 +150,8 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 	if s.current != keys {
 		return nil, fmt.Errorf("%w: epoch %d ended while the request was checked", ErrEpochRetired, h.Epoch)
 	}
-	if h.Type == MsgChunk {
-		if err := s.exhausted(); err != nil {
+	if h.Type == MsgChunk || h.Type == MsgCatalog {
+		if err := s.exhausted(h.Type); err != nil {
 			return nil, err
 		}
 	}
@@ -158,15 +177,22 @@ func (a *Accepted) parsePayload() (err error) {
 	return err
 }
 
-// exhausted reports whether the current epoch may serve no more chunks.
-func (s *ServerSession) exhausted() error {
+// exhausted reports whether the current epoch may serve no more of t:
+// chunks up to the limits (a chunk reserves a whole chunk's bytes), a
+// catalog until the bytes are spent. Rekey and close requests are never
+// refused, so an exhausted epoch can always be rekeyed.
+func (s *ServerSession) exhausted(t MessageType) error {
 	l := s.limits
+	reserve := uint64(1)
+	if t == MsgChunk {
+		reserve = uint64(s.chunkSize)
+	}
 	switch {
-	case l.Chunks > 0 && s.chunks >= l.Chunks:
+	case t == MsgChunk && s.chunks >= l.Chunks:
 		return fmt.Errorf("%w: %d chunks served under epoch %d", ErrRekeyRequired, s.chunks, s.current.number)
-	case l.Bytes > 0 && s.bytes+uint64(s.chunkSize) > l.Bytes:
+	case s.bytes+reserve > l.Bytes:
 		return fmt.Errorf("%w: %d bytes served under epoch %d", ErrRekeyRequired, s.bytes, s.current.number)
-	case l.AgeSeconds > 0 && s.now().Sub(s.started) >= l.age():
+	case s.now().Sub(s.started) >= l.age():
 		return fmt.Errorf("%w: epoch %d is older than %v", ErrRekeyRequired, s.current.number, l.age())
 	}
 	return nil
@@ -176,18 +202,10 @@ func (s *ServerSession) exhausted() error {
 // client should rekey now, before the epoch runs out.
 func (s *ServerSession) remaining() (uint32, bool) {
 	l := s.limits
-	left := uint32(1<<32 - 1)
-	if l.Chunks > 0 {
-		left = l.Chunks - min(s.chunks, l.Chunks)
-	}
-	if l.Bytes > 0 {
-		byBytes := (l.Bytes - min(s.bytes, l.Bytes)) / uint64(s.chunkSize)
-		left = uint32(min(uint64(left), byBytes))
-	}
-	soon := left <= max(rekeySoonChunks, l.Chunks/16)
-	if l.AgeSeconds > 0 && s.now().Sub(s.started) >= l.age()-l.age()/16 {
-		soon = true
-	}
+	left := l.Chunks - min(s.chunks, l.Chunks)
+	byBytes := (l.Bytes - min(s.bytes, l.Bytes)) / uint64(s.chunkSize)
+	left = uint32(min(uint64(left), byBytes))
+	soon := left <= max(rekeySoonChunks, l.Chunks/16) || s.now().Sub(s.started) >= l.age()-l.age()/16
 	return left, soon
 }
 
@@ -233,7 +251,19 @@ func (s *ServerSession) SealReply(a *Accepted, payload []byte) ([]byte, error) {
 		return nil, err
 	}
 	rh := replyHeader{Type: a.header.Type, Epoch: a.header.Epoch, Seq: a.header.Seq}
+	s.count(a.keys, len(payload))
 	return s.seal(nil, a.keys, &rh, "", payload), nil
+}
+
+// count adds a reply's plaintext to its epoch's byte count, if the epoch
+// is still current: every sealed reply counts against the limit, not only
+// chunks (which reserve theirs when accepted).
+func (s *ServerSession) count(keys *epochKeys, n int) {
+	s.mu.Lock()
+	if s.current == keys {
+		s.bytes += uint64(n)
+	}
+	s.mu.Unlock()
 }
 
 func (s *ServerSession) seal(dst []byte, keys *epochKeys, rh *replyHeader, mediaID string, plaintext []byte) []byte {

@@ -60,7 +60,8 @@ func keyScheduleVectors(t *testing.T) []keyScheduleVector {
 		for epoch := 0; epoch < 2; epoch++ {
 			shared := seqBytes(byte(0x20*epoch+0x01), 32)
 			th := seqBytes(byte(0x20*epoch+0x90), h.Size())
-			e := deriveEpoch(h, shared, prev, th)
+			secret := epochSecret(h, shared, prev, th)
+			chain := expandLabel(h, secret, labelChain, nil, h.Size())
 			salt := prev
 			if salt == nil {
 				salt = make([]byte, h.Size())
@@ -71,16 +72,25 @@ func keyScheduleVectors(t *testing.T) []keyScheduleVector {
 			}
 			out = append(out, keyScheduleVector{
 				Hash: hashName(h), Shared: shared, PrevChain: prev, TranscriptHash: th,
-				PRK: prk, EpochSecret: e.Secret, Chain: e.Chain,
+				PRK: prk, EpochSecret: secret, Chain: chain,
 			})
-			prev = e.Chain
+			prev = chain
 		}
 	}
 	return out
 }
 
-func keysVector(k *trafficKeys) directionKeys {
-	return directionKeys{Key: k.key, IV: bytes.Clone(k.iv[:]), MACKey: k.macKey}
+// keysVector is one direction's keys of an epoch secret, expanded again
+// (the traffic keys keep only their AEAD and IV).
+func keysVector(s Suite, secret []byte, d direction) directionKeys {
+	k := directionKeys{
+		Key: expandLabel(s.hash, secret, d.key, nil, s.cipher.keyLen()),
+		IV:  expandLabel(s.hash, secret, d.iv, nil, nonceSize),
+	}
+	if n := s.cipher.macKeyLen(s.hash); n > 0 {
+		k.MACKey = expandLabel(s.hash, secret, d.mac, nil, n)
+	}
+	return k
 }
 
 func trafficVectors(t *testing.T) []trafficVector {
@@ -111,19 +121,18 @@ func trafficVectors(t *testing.T) []trafficVector {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// newEpochKeys is deriveEpoch then deriveTraffic.
+		// newEpochKeys is epochSecret then epochFromSecret.
 		shared, th := seqBytes(0x01, 32), seqBytes(0x90, s.hash.Size())
 		ek, err := newEpochKeys(s, 0, shared, nil, th)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e := deriveEpoch(s.hash, shared, nil, th)
-		ref, _ := deriveTraffic(s, e.Secret, clientToServer)
-		if !bytes.Equal(ek.c2s.key, ref.key) || ek.c2s.iv != ref.iv || !bytes.Equal(ek.chain, e.Chain) {
-			t.Fatalf("%s: newEpochKeys differs from deriveEpoch + deriveTraffic", name)
+		ref, _ := epochFromSecret(s, 0, epochSecret(s.hash, shared, nil, th), th)
+		if !sameKeys(ek, ref) {
+			t.Fatalf("%s: newEpochKeys differs from epochSecret + epochFromSecret", name)
 		}
 
-		tv := trafficVector{Suite: name, EpochSecret: secret, C2S: keysVector(c2s), S2C: keysVector(s2c)}
+		tv := trafficVector{Suite: name, EpochSecret: secret, C2S: keysVector(s, secret, clientToServer), S2C: keysVector(s, secret, serverToClient)}
 		records := []struct {
 			dir       string
 			k         *trafficKeys

@@ -12,11 +12,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"math/big"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -28,13 +31,15 @@ func layoutVectors(t *testing.T) ([]requestHeaderVector, []responseHeaderVector,
 		{Type: MsgCatalog, Epoch: 0, Seq: 0},
 		{Type: MsgChunk, Epoch: 0x01020304, Seq: 0x0011223344556677},
 		{Type: msgClientAuth, Epoch: 7, Seq: 1},
+		// The first requests of a session carry its ticket (§16).
+		{Type: MsgCatalog, Epoch: 0, Seq: 0, Ticket: seqBytes(0xc0, 40)},
 	} {
 		copy(h.SessionID[:], vectorSessionID)
 		enc := h.appendTo(nil)
-		if back, err := parseRequestHeader(enc); err != nil || back != h || len(enc) != requestHeaderSize {
+		if back, err := parseRequestHeader(enc); err != nil || !reflect.DeepEqual(back, h) || len(enc) != h.len() {
 			t.Fatalf("request header does not round-trip: %+v %v", back, err)
 		}
-		reqs = append(reqs, requestHeaderVector{Type: uint8(h.Type), TypeName: h.Type.String(), SessionID: vectorSessionID,
+		reqs = append(reqs, requestHeaderVector{Type: uint8(h.Type), TypeName: h.Type.String(), SessionID: vectorSessionID, Ticket: h.Ticket,
 			Epoch: h.Epoch, Seq: h.Seq, Encoding: enc})
 	}
 
@@ -76,7 +81,7 @@ func layoutVectors(t *testing.T) ([]requestHeaderVector, []responseHeaderVector,
 }
 
 func epochVec(k *epochKeys, secret []byte) epochVector {
-	return epochVector{EpochSecret: secret, Chain: k.chain, C2S: keysVector(k.c2s), S2C: keysVector(k.s2c)}
+	return epochVector{EpochSecret: secret, Chain: k.chain, C2S: keysVector(k.suite, secret, clientToServer), S2C: keysVector(k.suite, secret, serverToClient)}
 }
 
 // vectorCertificate is a self-signed certificate of the session's Ed25519
@@ -102,6 +107,43 @@ func vectorCertificate(t *testing.T, signer ed25519.PrivateKey) *x509.Certificat
 	return cert
 }
 
+// vectorEndpoint is the endpoint name of the vectors' session.
+const vectorEndpoint = "https://media.example/drm"
+
+// ticketVector seals st as a ticket with a fixed key and nonce (real ones
+// are random), and checks that openTicket opens it.
+func ticketVector(t *testing.T, st *ticketState) *ticketVectorJSON {
+	t.Helper()
+	key, nonce, id := [32]byte(seqBytes(0xe0, 32)), seqBytes(0xd0, ticketNonceSize), uint32(0x01020304)
+	state, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := ticketAEAD(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket := append(binary.BigEndian.AppendUint32(nil, id), nonce...)
+	ticket = aead.Seal(ticket, nonce, state, ticketAD(id))
+	keys := testTicketsWithID{id: id, key: key}
+	back, err := openTicket(keys, ticket, time.Minute, time.Unix(st.Issued, 0))
+	if err != nil || !reflect.DeepEqual(back, st) {
+		t.Fatalf("the ticket does not open to its state: %v", err)
+	}
+	return &ticketVectorJSON{KeyID: id, Key: key[:], Nonce: nonce, AD: ticketAD(id), State: state, Ticket: ticket}
+}
+
+// testTicketsWithID is one ticket key of a given id.
+type testTicketsWithID struct {
+	id  uint32
+	key [32]byte
+}
+
+func (k testTicketsWithID) Current() (uint32, [32]byte) { return k.id, k.key }
+func (k testTicketsWithID) Lookup(id uint32) ([32]byte, bool) {
+	return k.key, id == k.id
+}
+
 // sessionVectors runs a whole session with fixed randoms through the real
 // client and server code: handshake, catalog, two chunks of a two-chunk
 // medium (the second final and, by the small chunk limit, flagged rekey
@@ -123,15 +165,19 @@ func sessionVectors(t *testing.T) (sessionVector, []transcriptVector, []signatur
 	if _, err := parseClientHello(hello); err != nil {
 		t.Fatal(err)
 	}
-	sh := serverHelloMsg{Version: version, Random: seqBytes(0x20, randomSize), Suite: suite.Name(), SessionID: vectorSessionID,
-		KeyShare: rfc7748BobPub, Certificates: [][]byte{cert.Raw}, ChunkSize: chunkSize, Limits: limits}
+	sh := serverHelloMsg{Version: version, Random: seqBytes(0x20, randomSize), Endpoint: vectorEndpoint, Suite: suite.Name(),
+		SessionID: vectorSessionID, KeyShare: rfc7748BobPub, Certificates: [][]byte{cert.Raw}, ChunkSize: chunkSize, Limits: limits}
 	shBytes, _ := json.Marshal(sh)
 	if _, err := parseServerHello(shBytes); err != nil {
 		t.Fatal(err)
 	}
 	th := transcriptHash(suite.hash, transcriptContext, hello, shBytes)
 	sig := mustSign(t, signer, th)
-	reply, _ := json.Marshal(signedMsg{Message: shBytes, Signature: sig})
+	secret0 := epochSecret(suite.hash, rfc7748Shared, nil, th)
+	identity := sha256.Sum256(cert.Raw)
+	tv := ticketVector(t, &ticketState{SessionID: vectorSessionID, Endpoint: vectorEndpoint, Suite: suite.Name(), ChunkSize: chunkSize,
+		Limits: limits, Identity: identity[:], Issued: vectorFixedClock.Unix(), Secret: secret0, Transcript: th})
+	reply, _ := json.Marshal(signedMsg{Message: shBytes, Signature: sig, Ticket: tv.Ticket})
 
 	// The client's real Finish, with the RFC 7748 key as its share.
 	a, _ := ecdh.X25519().NewPrivateKey(rfc7748Alice)
@@ -154,10 +200,20 @@ func sessionVectors(t *testing.T) (sessionVector, []transcriptVector, []signatur
 	if !sameKeys(client.current, keys0) {
 		t.Fatal("the client's epoch 0 differs from the key schedule's")
 	}
-	secret0 := deriveEpoch(suite.hash, rfc7748Shared, nil, th).Secret
-	server := &ServerSession{id: SessionID(vectorSessionID), suite: suite, chunkSize: chunkSize, limits: limits, signer: signer,
-		now: func() time.Time { return vectorFixedClock }}
-	server.install(keys0)
+	// The server has no session until the first request: it resumes it
+	// from the ticket that request carries.
+	srv, err := NewServer(ServerConfig{Endpoint: vectorEndpoint, Suites: []Suite{suite}, Identity: Identity{Signer: signer, Chain: [][]byte{cert.Raw}},
+		ChunkSize: chunkSize, Limits: limits, Tickets: testTicketsWithID{id: tv.KeyID, key: [32]byte(tv.Key)}, Now: func() time.Time { return vectorFixedClock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := srv.Resume(tv.Ticket, SessionID(vectorSessionID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameKeys(server.current, keys0) {
+		t.Fatal("the session resumed from the ticket differs from the handshake's")
+	}
 
 	catalog := []MediaInfo{{ID: "albums/track01.flac", Title: "Track 01", Size: int64(len(medium)), ContentType: "audio/flac", Duration: 1.5}}
 	catalogJSON, _ := json.Marshal(catalog)
@@ -249,7 +305,7 @@ func sessionVectors(t *testing.T) (sessionVector, []transcriptVector, []signatur
 	if client.Epoch() != 1 || !sameKeys(client.current, keys1) {
 		t.Fatal("the client's epoch 1 differs from the key schedule's")
 	}
-	secret1 := deriveEpoch(suite.hash, shared1, keys0.chain, th1).Secret
+	secret1 := epochSecret(suite.hash, shared1, keys0.chain, th1)
 	server.install(keys1)
 
 	closeReq := client.NewCloseRequest()
@@ -261,7 +317,7 @@ func sessionVectors(t *testing.T) (sessionVector, []transcriptVector, []signatur
 	sv := sessionVector{
 		Suite: suite.Name(), ServerSeed: seed, Certificate: cert.Raw, ClientPrivate: rfc7748Alice, ServerPrivate: rfc7748Bob,
 		ClientHello: hello, ServerHello: shBytes, TranscriptHash: th, Signature: sig, HandshakeReply: reply,
-		Shared: rfc7748Shared, Epoch0: epochVec(keys0, secret0), Exchanges: exchanges,
+		Ticket: tv, Shared: rfc7748Shared, Epoch0: epochVec(keys0, secret0), Exchanges: exchanges,
 		Rekey: rekeyVector{ClientPrivate: seqBytes(0x90, 32), ServerPrivate: seqBytes(0xb0, 32), Payload: rkPayload,
 			Envelope: rkReq.Envelope(), Hello: rkHello, TranscriptHash: th1, Signature: sig1, Signed: signed1,
 			Reply: rkReply, Shared: shared1},

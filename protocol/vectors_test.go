@@ -188,7 +188,18 @@ type requestHeaderVector struct {
 	SessionID hexBytes `json:"session_id"`
 	Epoch     uint32   `json:"epoch"`
 	Seq       uint64   `json:"seq"`
+	Ticket    hexBytes `json:"ticket,omitempty"`
 	Encoding  hexBytes `json:"encoding"`
+}
+
+// ticketVectorJSON is a ticket (§16) sealed with a fixed key and nonce.
+type ticketVectorJSON struct {
+	KeyID  uint32   `json:"key_id"`
+	Key    hexBytes `json:"key"`
+	Nonce  hexBytes `json:"nonce"`
+	AD     hexBytes `json:"ad"`
+	State  hexBytes `json:"state"` // the JSON of ticketState
+	Ticket hexBytes `json:"ticket"`
 }
 
 type responseHeaderVector struct {
@@ -220,26 +231,27 @@ type chunkRequestVector struct {
 // catalog and two chunk exchanges (the second final and flagged rekey
 // soon), a rekey, then a chunk and a close under the new epoch.
 type sessionVector struct {
-	Suite           string        `json:"suite"`
-	ServerSeed      hexBytes      `json:"server_ed25519_seed"`
-	Certificate     hexBytes      `json:"server_certificate"` // DER, self-signed by the seed's key
-	ClientPrivate   hexBytes      `json:"client_x25519_private"`
-	ServerPrivate   hexBytes      `json:"server_x25519_private"`
-	ClientHello     hexBytes      `json:"client_hello"`
-	ServerHello     hexBytes      `json:"server_hello"`
-	TranscriptHash  hexBytes      `json:"transcript_hash"`
-	Signature       hexBytes      `json:"signature"`
-	HandshakeReply  hexBytes      `json:"handshake_reply"`
-	Shared          hexBytes      `json:"shared"`
-	Epoch0          epochVector   `json:"epoch0"`
-	Exchanges       []exchangeVec `json:"exchanges"`
-	Rekey           rekeyVector   `json:"rekey"`
-	Epoch1          epochVector   `json:"epoch1"`
-	Epoch1Exchanges []exchangeVec `json:"epoch1_exchanges"`
-	Catalog         []MediaInfo   `json:"catalog"`
-	Medium          hexBytes      `json:"medium"` // the catalog's one medium
-	Limits          EpochLimits   `json:"limits"`
-	ChunkSize       int           `json:"chunk_size"`
+	Suite           string            `json:"suite"`
+	ServerSeed      hexBytes          `json:"server_ed25519_seed"`
+	Certificate     hexBytes          `json:"server_certificate"` // DER, self-signed by the seed's key
+	ClientPrivate   hexBytes          `json:"client_x25519_private"`
+	ServerPrivate   hexBytes          `json:"server_x25519_private"`
+	ClientHello     hexBytes          `json:"client_hello"`
+	ServerHello     hexBytes          `json:"server_hello"`
+	Ticket          *ticketVectorJSON `json:"ticket"`
+	TranscriptHash  hexBytes          `json:"transcript_hash"`
+	Signature       hexBytes          `json:"signature"`
+	HandshakeReply  hexBytes          `json:"handshake_reply"`
+	Shared          hexBytes          `json:"shared"`
+	Epoch0          epochVector       `json:"epoch0"`
+	Exchanges       []exchangeVec     `json:"exchanges"`
+	Rekey           rekeyVector       `json:"rekey"`
+	Epoch1          epochVector       `json:"epoch1"`
+	Epoch1Exchanges []exchangeVec     `json:"epoch1_exchanges"`
+	Catalog         []MediaInfo       `json:"catalog"`
+	Medium          hexBytes          `json:"medium"` // the catalog's one medium
+	Limits          EpochLimits       `json:"limits"`
+	ChunkSize       int               `json:"chunk_size"`
 }
 
 type epochVector struct {

@@ -1,0 +1,68 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestEveryReplyCountsAgainstTheByteLimit: catalog replies count like
+// chunks, and once an epoch's bytes are spent it serves neither catalogs
+// nor chunks until it is rekeyed (rekeys and closes always pass).
+func TestEveryReplyCountsAgainstTheByteLimit(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{Bytes: 3 * MinChunkSize})
+	big := bytes.Repeat([]byte("c"), MinChunkSize)
+	for i := range 3 {
+		r := p.client.NewCatalogRequest()
+		a, err := p.server.OpenRequest(r.Envelope())
+		if err != nil {
+			t.Fatalf("catalog %d: %v", i, err)
+		}
+		if _, err := p.server.SealReply(a, big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.server.OpenRequest(p.client.NewCatalogRequest().Envelope()); !errors.Is(err, ErrRekeyRequired) {
+		t.Fatalf("a catalog past the byte limit: %v", err)
+	}
+	if _, err := p.serveChunk(t, p.client.NewChunkRequest("a", 0), 1, []byte("x")); !errors.Is(err, ErrRekeyRequired) {
+		t.Fatalf("a chunk past the byte limit: %v", err)
+	}
+	p.rekey(t)
+	r := p.client.NewCatalogRequest()
+	if _, err := p.server.OpenRequest(r.Envelope()); err != nil {
+		t.Fatalf("a catalog after the rekey: %v", err)
+	}
+}
+
+// TestSessionsEndWithTheCertificate: once the server's certificate has
+// expired, its sessions take no more requests and it makes no new ones
+// (the client refuses to rekey past it too).
+func TestSessionsEndWithTheCertificate(t *testing.T) {
+	id := testIdentity(t, "ed25519") // valid for an hour
+	c := &clock{t: time.Now()}
+	srv := testServer(t, ServerConfig{Suites: DefaultSuites()[:1], Identity: id, Now: c.now})
+	hs, hello, _ := (&ClientConfig{Suites: DefaultSuites()[:1], VerifyCertificate: pinned(id), Now: c.now}).Start()
+	ss, reply, err := srv.Accept(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := hs.Finish(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ss.OpenRequest(cs.NewCatalogRequest().Envelope()); err != nil {
+		t.Fatal(err)
+	}
+	c.t = c.t.Add(2 * time.Hour)
+	if _, err := ss.OpenRequest(cs.NewCatalogRequest().Envelope()); !errors.Is(err, ErrUnknownSession) {
+		t.Fatalf("a request after the certificate expired: %v", err)
+	}
+	if _, err := cs.StartRekey(); !errors.Is(err, errCertificate) {
+		t.Fatalf("a rekey after the certificate expired: %v", err)
+	}
+	if _, _, err := srv.Accept(hello); err == nil {
+		t.Fatal("a handshake with an expired certificate")
+	}
+}
