@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -34,12 +36,45 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
+	if m.Endpoint == "" {
+		site, ok := siteAddress(h)
+		if !ok {
+			return nil, h.Errf("drm: cannot tell this site's address; set the endpoint option")
+		}
+		prefix := m.Prefix
+		if prefix == "" {
+			prefix = defaultPrefix
+		}
+		m.Endpoint = strings.TrimSuffix(site, "/") + "/" + strings.Trim(prefix, "/")
+	}
 	return h.NewRoute(nil, m), nil
+}
+
+// siteAddress is the first address of the site block the directive is
+// in. httpcaddyfile keeps it in an unexported field of the Helper, and
+// reflection is the only way a plugin reaches it: a Caddy that renamed the
+// field makes this report false, and the endpoint must then be set, rather
+// than anything break.
+func siteAddress(h httpcaddyfile.Helper) (string, bool) {
+	block := reflect.ValueOf(h).FieldByName("parentBlock")
+	if !block.IsValid() || block.Kind() != reflect.Struct {
+		return "", false
+	}
+	keys := block.FieldByName("Keys")
+	if !keys.IsValid() || keys.Kind() != reflect.Slice || keys.Len() == 0 {
+		return "", false
+	}
+	text := keys.Index(0).FieldByName("Text")
+	if !text.IsValid() || text.Kind() != reflect.String || text.String() == "" {
+		return "", false
+	}
+	return text.String(), true
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	drm {
+//		endpoint             <name>
 //		prefix               <path>
 //		origin_path          <path>
 //		catalog_file         <name>
@@ -51,6 +86,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //		rekey_after_age      <duration>
 //		session_idle_timeout <duration>
 //		max_sessions         <count>
+//		unused_handshakes_per_address <count>
 //		allow_unprotected_routes
 //	}
 //
@@ -67,12 +103,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		key := d.Val()
 		switch key {
-		case "prefix", "origin_path", "catalog_file":
+		case "endpoint", "prefix", "origin_path", "catalog_file":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
 			switch key {
+			case "endpoint":
+				h.Endpoint = v
 			case "prefix":
 				h.Prefix = v
 			case "origin_path":
@@ -99,14 +137,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: want a positive size, got %q", key, v)
 			}
 			if key == "chunk_size" {
-				if n > 1<<30 {
-					return d.Errf("chunk_size %s is too large", v)
-				}
-				h.ChunkSize = int(n)
+				h.ChunkSize = int(min(n, 1<<31)) // the range is checked at provision
 			} else {
 				h.RekeyAfterBytes = n
 			}
-		case "rekey_after_chunks", "max_sessions":
+		case "rekey_after_chunks", "max_sessions", "unused_handshakes_per_address":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -115,9 +150,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || n == 0 {
 				return d.Errf("%s: want a positive count, got %q", key, v)
 			}
-			if key == "max_sessions" {
+			switch key {
+			case "max_sessions":
 				h.MaxSessions = int(n)
-			} else {
+			case "unused_handshakes_per_address":
+				h.UnusedHandshakesPerAddress = int(n)
+			default:
 				h.RekeyAfterChunks = uint32(n)
 			}
 		case "rekey_after_age", "session_idle_timeout":

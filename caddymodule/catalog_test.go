@@ -264,7 +264,7 @@ func TestCatalogBrokenSources(t *testing.T) {
 		o := newOrigin(rangeMode, false, map[string][]byte{"a.flac": {1, 2}})
 		o.set("catalog.json", []byte("nope"))
 		e := newEnv(t, o, nil)
-		s := e.session(t)
+		s := e.handshake(t)
 		resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 		wantRefusal(t, "catalog", resp, http.StatusBadGateway, "origin")
 		// The details (both sources and why they failed) go to the log,
@@ -359,7 +359,7 @@ func TestCatalogRefreshFailure(t *testing.T) {
 	e.h.catalog.mu.Lock()
 	e.h.catalog.snap.fetched = time.Now().Add(-catalogTTL)
 	e.h.catalog.mu.Unlock()
-	s := e.session(t)
+	s := e.handshake(t)
 	resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 	wantRefusal(t, "catalog while the origin is down", resp, http.StatusBadGateway, "origin")
 	o.mu.Lock()

@@ -15,20 +15,23 @@ import (
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
-// serveHandshake answers a ClientHello with a signed ServerHello and
-// stores the new session.
+// serveHandshake answers a ClientHello with a signed ServerHello and the
+// new session's ticket. It stores nothing: the session enters the store
+// with its first request. The address's handshake budget pays for it.
 func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, protocol.MaxHandshakeSize)
 	if err != nil {
 		return h.fail(w, err)
 	}
+	addr := clientAddr(r)
+	if !h.state.budget.take(addr) {
+		metricHandshakes.WithLabelValues("", "throttled").Inc()
+		return h.fail(w, fmt.Errorf("%w: %s made %d handshakes it did not use", protocol.ErrBusy, addr, h.UnusedHandshakesPerAddress))
+	}
 	sess, reply, err := h.server.Accept(body)
 	if err != nil {
+		h.state.budget.refund(addr) // a refused handshake costs the client its time, not a token
 		metricHandshakes.WithLabelValues("", "refused").Inc()
-		return h.fail(w, err)
-	}
-	if err := h.sessions.Add(sess); err != nil {
-		w.Header().Set("Retry-After", "10")
 		return h.fail(w, err)
 	}
 	metricHandshakes.WithLabelValues(sess.Suite().Name(), "ok").Inc()
@@ -52,18 +55,15 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	if err != nil {
 		return h.fail(w, err)
 	}
-	id, typ, err := protocol.PeekRequest(body)
+	info, err := protocol.PeekRequest(body)
 	if err != nil {
 		return h.fail(w, err)
 	}
+	id, typ := info.Session, info.Type
 	if typ != want {
 		return h.fail(w, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want))
 	}
-	sess, ok := h.sessions.Get(id)
-	if !ok {
-		return h.fail(w, protocol.ErrUnknownSession)
-	}
-	req, err := sess.OpenRequest(body)
+	sess, req, err := h.open(r, info, body)
 	if err != nil {
 		return h.fail(w, err)
 	}
@@ -99,6 +99,41 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		return h.writeReply(w, sess, req, nil)
 	}
 	return h.fail(w, protocol.ErrWrongMessage)
+}
+
+// open finds the session a request names — in the store, or, for its
+// first request, resumed from the ticket the request carries — and
+// authenticates the request with it. A session resumed from its ticket
+// enters the store only once its request authenticated, and gives its
+// handshake's token back.
+func (h *Handler) open(r *http.Request, info protocol.RequestInfo, body []byte) (*protocol.ServerSession, *protocol.Accepted, error) {
+	if sess, ok := h.sessions.Get(info.Session); ok {
+		req, err := sess.OpenRequest(body)
+		return sess, req, err
+	}
+	if info.Ticket == nil {
+		return nil, nil, protocol.ErrUnknownSession
+	}
+	sess, err := h.server.Resume(info.Ticket, info.Session)
+	if err != nil {
+		return nil, nil, err
+	}
+	req, err := sess.OpenRequest(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	live, err := h.sessions.Redeem(sess)
+	if err != nil {
+		return nil, nil, err
+	}
+	if live != sess {
+		// Another request of the session stored it first: this one
+		// counts there.
+		req, err = live.OpenRequest(body)
+		return live, req, err
+	}
+	h.state.budget.refund(clientAddr(r))
+	return live, req, nil
 }
 
 // serveChunk reads one chunk from the origin and sends it sealed.
@@ -203,6 +238,9 @@ func (h *Handler) failWith(w http.ResponseWriter, status int, err error) error {
 		reason = reason[:cut] + "…"
 	}
 	w.Header().Set("Drm-Error", code+": "+reason)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	metricErrors.WithLabelValues(code).Inc()
 	return caddyhttp.Error(status, err)
 }

@@ -5,8 +5,6 @@
 package caddymodule
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,10 +27,21 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
+// defaultPrefix is where the protocol's endpoints live by default.
+const defaultPrefix = "/drm"
+
 // Handler is the drm middleware. It answers the protocol's endpoints under
 // Prefix and refuses every other request on its route, so the raw media of
 // the handlers after it are reachable only encrypted, chunk by chunk.
 type Handler struct {
+	// Endpoint names this drm endpoint in every handshake and session, so
+	// a session made at one endpoint is refused at another (two sites that
+	// share an identity, say). Use the same name on every node of a
+	// cluster. The Caddyfile defaults it to the site's address followed by
+	// the prefix ("media.example.com/drm"); in JSON it is required.
+	// clientproxy can pin it (--endpoint).
+	Endpoint string `json:"endpoint,omitempty"`
+
 	// Prefix is the path under which the protocol's endpoints live
 	// ({prefix}/v1/handshake, …/catalog, …/chunk, …/rekey, …/close).
 	// Default: "/drm".
@@ -73,9 +82,17 @@ type Handler struct {
 	// SessionIdleTimeout ends sessions unused for this long. Default 10m.
 	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
 
-	// MaxSessions bounds the sessions held; handshakes beyond it get 503.
-	// Default 100000.
+	// MaxSessions bounds the sessions in use (a session counts from its
+	// first request); new sessions beyond it get 503. Default 100000.
 	MaxSessions int `json:"max_sessions,omitempty"`
+
+	// UnusedHandshakesPerAddress is how many handshakes a client address
+	// may make whose sessions it does not use (they refill at one a
+	// second); past it, handshakes from that address get 503. Sessions
+	// used give their handshake back, so many real listeners behind one
+	// address are not limited. The address is Caddy's client IP, so it
+	// follows trusted_proxies. Default 64.
+	UnusedHandshakesPerAddress int `json:"unused_handshakes_per_address,omitempty"`
 
 	// AllowUnprotectedRoutes lets Caddy start although other handlers of
 	// the same server can serve files without passing drm (a handle block
@@ -84,18 +101,16 @@ type Handler struct {
 	// only when those handlers serve nothing of the origin.
 	AllowUnprotectedRoutes bool `json:"allow_unprotected_routes,omitempty"`
 
-	endpoints string // Prefix + "/v1/"
-	server    protocol.ServerConfig
-	sessions  SessionStore
+	endpoints string                // Prefix + "/v1/"
+	cfg       protocol.ServerConfig // what server was made from
+	server    *protocol.Server
+	state     *poolState
+	sessions  SessionStore // state.store
 	poolKey   string
 	catalog   *catalog
 	bufs      *sync.Pool // chunk-sized buffers
 	logger    *zap.Logger
 }
-
-// sessionPool keeps session stores across config reloads, so a reload does
-// not end every listener's session.
-var sessionPool = caddy.NewUsagePool()
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -114,11 +129,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if h.Endpoint == "" {
+		return errors.New("drm: no endpoint name: set endpoint to the address clients use, e.g. https://media.example.com/drm " +
+			"(the Caddyfile sets it from the site's address)")
+	}
+	if h.RekeyAfterAge < caddy.Duration(time.Second) {
+		return fmt.Errorf("drm: rekey_after_age %v is under one second", time.Duration(h.RekeyAfterAge))
+	}
 	id, err := h.loadIdentity()
 	if err != nil {
 		return err
 	}
-	h.server = protocol.ServerConfig{
+	cfg := protocol.ServerConfig{
+		Endpoint:  h.Endpoint,
 		Suites:    suites,
 		Identity:  protocol.Identity{Signer: id.Signer, Chain: id.Chain},
 		ChunkSize: h.ChunkSize,
@@ -127,20 +150,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			Bytes:      h.RekeyAfterBytes,
 			AgeSeconds: uint32(time.Duration(h.RekeyAfterAge) / time.Second),
 		},
+		TicketLifetime: protocol.DefaultTicketLifetime,
+	}
+	h.poolKey = sessionPoolKey(cfg, h.SessionIdleTimeout, h.MaxSessions, h.UnusedHandshakesPerAddress)
+	st, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newPoolState(time.Duration(h.SessionIdleTimeout), h.MaxSessions, cfg.TicketLifetime, h.UnusedHandshakesPerAddress), nil
+	})
+	if err != nil {
+		return err
+	}
+	h.state = st.(*poolState)
+	h.sessions = h.state.store
+	cfg.Tickets = h.state.tickets
+	h.cfg = cfg
+	if h.server, err = protocol.NewServer(cfg); err != nil {
+		return fmt.Errorf("drm: %w", err)
 	}
 	h.catalog = &catalog{originPath: h.OriginPath, file: h.CatalogFile}
 	// Room for a whole sealed chunk: header, chunk, the most a cipher adds.
 	bufSize := protocol.MaxReplySize - protocol.MaxChunkSize + h.ChunkSize
 	h.bufs = &sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
-
-	h.poolKey = h.sessionPoolKey()
-	store, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newMemoryStore(time.Duration(h.SessionIdleTimeout), h.MaxSessions), nil
-	})
-	if err != nil {
-		return err
-	}
-	h.sessions = store.(SessionStore)
 	registerMetrics(ctx)
 	return h.checkRoutes(ctx)
 }
@@ -168,23 +197,9 @@ func (h *Handler) checkRoutes(ctx caddy.Context) error {
 		"whole site), or, if they serve nothing of the origin, set allow_unprotected_routes", strings.Join(found, "; "))
 }
 
-// sessionPoolKey names the session store of this configuration. Sessions
-// belong to what made them: the identity that signed their handshakes, the
-// suites, chunk size and limits they were negotiated under, and the
-// store's bounds. A reload that keeps all of these keeps every session; one
-// that changes any starts a new store, and the clients of the old sessions
-// run a new handshake (unknown-session) without their players noticing.
-func (h *Handler) sessionPoolKey() string {
-	cfg := fmt.Sprintf("%s|%x|%s|%d|%+v|%v|%d", h.Prefix, sha256.Sum256(h.server.Identity.Chain[0]),
-		strings.Join(protocol.SuiteNames(h.server.Suites), ","), h.server.ChunkSize, h.server.Limits,
-		h.SessionIdleTimeout, h.MaxSessions)
-	sum := sha256.Sum256([]byte(cfg))
-	return "sessions|" + hex.EncodeToString(sum[:16])
-}
-
 func (h *Handler) setDefaults() {
 	if h.Prefix == "" {
-		h.Prefix = "/drm"
+		h.Prefix = defaultPrefix
 	}
 	h.Prefix = "/" + strings.Trim(h.Prefix, "/")
 	h.endpoints = strings.TrimSuffix(h.Prefix, "/") + "/v1/"
@@ -215,6 +230,9 @@ func (h *Handler) setDefaults() {
 	if h.MaxSessions == 0 {
 		h.MaxSessions = 100000
 	}
+	if h.UnusedHandshakesPerAddress == 0 {
+		h.UnusedHandshakesPerAddress = 64
+	}
 }
 
 func (h *Handler) loadIdentity() (*keystore.Identity, error) {
@@ -238,21 +256,16 @@ func (h *Handler) loadIdentity() (*keystore.Identity, error) {
 	return id, nil
 }
 
-// Validate checks the configuration.
+// Validate checks what only the module knows (protocol.NewServer, in
+// Provision, checked the chunk size and the limits).
 func (h *Handler) Validate() error {
-	if h.ChunkSize < protocol.MinChunkSize || h.ChunkSize > protocol.MaxChunkSize {
-		return fmt.Errorf("drm: chunk_size %d outside [%d, %d]", h.ChunkSize, protocol.MinChunkSize, protocol.MaxChunkSize)
+	switch {
+	case h.MaxSessions < 1:
+		return errors.New("drm: max_sessions must be positive")
+	case h.UnusedHandshakesPerAddress < 1:
+		return errors.New("drm: unused_handshakes_per_address must be positive")
 	}
-	if h.RekeyAfterAge < caddy.Duration(time.Second) {
-		return fmt.Errorf("drm: rekey_after_age %v is under one second", time.Duration(h.RekeyAfterAge))
-	}
-	if h.RekeyAfterBytes < uint64(h.ChunkSize) {
-		return fmt.Errorf("drm: rekey_after_bytes %d is less than one chunk", h.RekeyAfterBytes)
-	}
-	if h.MaxSessions < 1 {
-		return fmt.Errorf("drm: max_sessions must be positive")
-	}
-	return h.server.Validate()
+	return nil
 }
 
 // Cleanup releases this config's hold on the session store.

@@ -57,10 +57,13 @@ func newPKI(t testing.TB) keystore.Files {
 	return files
 }
 
-// provision provisions and validates h as Caddy would, and cleans it up
-// when the test ends. The handler's logger is silenced.
+// provision provisions and validates h as Caddy would (with an endpoint
+// name when h has none), and cleans it up when the test ends. The handler's logger is silenced.
 func provision(t testing.TB, h *Handler) error {
 	t.Helper()
+	if h.Endpoint == "" {
+		h.Endpoint = "http://drm.test" + h.Prefix // the Caddyfile's default, for a handler made in Go
+	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
 	err := h.Provision(ctx)
@@ -271,8 +274,10 @@ func (e *env) clientConfig(suites []protocol.Suite) *protocol.ClientConfig {
 	return &protocol.ClientConfig{Suites: suites, VerifyCertificate: keystore.ServerVerifier(e.roots, "127.0.0.1")}
 }
 
-// session runs a raw handshake and returns the client's session.
-func (e *env) session(t testing.TB) *protocol.ClientSession {
+// handshake runs a raw handshake and returns the client's session, which
+// the server does not hold yet (its first request will bring it, with its
+// ticket).
+func (e *env) handshake(t testing.TB) *protocol.ClientSession {
 	t.Helper()
 	hs, hello, err := e.clientConfig(nil).Start()
 	if err != nil {
@@ -285,6 +290,23 @@ func (e *env) session(t testing.TB) *protocol.ClientSession {
 	s, err := hs.Finish(body)
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
+	}
+	return s
+}
+
+// session runs a raw handshake and a first (catalog) request, which puts
+// the session in the store and ends the client's sending of its ticket:
+// a session in use, whose requests are plain envelopes.
+func (e *env) session(t testing.TB) *protocol.ClientSession {
+	t.Helper()
+	s := e.handshake(t)
+	req := s.NewCatalogRequest()
+	resp, body := e.post(t, "catalog", req.Envelope())
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %s, Drm-Error %q", resp.Status, resp.Header.Get("Drm-Error"))
+	}
+	if _, err := req.OpenReply(body); err != nil {
+		t.Fatalf("first request: %v", err)
 	}
 	return s
 }

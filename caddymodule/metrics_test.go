@@ -45,7 +45,7 @@ func TestMetrics(t *testing.T) {
 	for range 2 { // a reload registers the same collectors again
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		t.Cleanup(cancel)
-		h := &Handler{Prefix: uniquePrefix(), Certificate: pki.ServerCert, Key: pki.ServerKey, ChunkSize: testChunkSize}
+		h := &Handler{Endpoint: "http://drm.test/metrics", Prefix: uniquePrefix(), Certificate: pki.ServerCert, Key: pki.ServerKey, ChunkSize: testChunkSize}
 		if err := h.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -473,7 +473,7 @@ func TestWholeOriginFailing(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, next, nil)
-			s := e.session(t)
+			s := e.handshake(t)
 			resp, _ := e.post(t, "catalog", s.NewCatalogRequest().Envelope())
 			wantRefusal(t, "catalog", resp, http.StatusBadGateway, "origin")
 			req := s.NewChunkRequest("a.flac", 0)

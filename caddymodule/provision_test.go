@@ -31,11 +31,11 @@ func TestProvision(t *testing.T) {
 			h.OriginPath != "/" || h.CatalogFile != "catalog.json" {
 			t.Errorf("defaults: %+v", h)
 		}
-		if got := h.server.Limits; got != protocol.DefaultLimits() {
+		if got := h.cfg.Limits; got != protocol.DefaultLimits() {
 			t.Errorf("limits %+v, want %+v", got, protocol.DefaultLimits())
 		}
-		if len(h.server.Suites) != len(protocol.DefaultSuites()) {
-			t.Errorf("suites %v", h.server.Suites)
+		if len(h.cfg.Suites) != len(protocol.DefaultSuites()) {
+			t.Errorf("suites %v", h.cfg.Suites)
 		}
 	})
 	t.Run("prefix normalized", func(t *testing.T) {
@@ -58,9 +58,11 @@ func TestProvision(t *testing.T) {
 		{"key without certificate", Handler{Key: pki.ServerKey}, "together"},
 		{"missing certificate file", Handler{Certificate: filepath.Join(t.TempDir(), "none.crt"), Key: pki.ServerKey}, "none.crt"},
 		{"unknown suite", Handler{Suites: []string{"ROT13_SHA1"}}, "ROT13_SHA1"},
-		{"chunk too small", Handler{ChunkSize: 100}, "chunk_size"},
-		{"chunk too large", Handler{ChunkSize: protocol.MaxChunkSize + 1}, "chunk_size"},
-		{"rekey bytes below a chunk", Handler{ChunkSize: 4096, RekeyAfterBytes: 4095}, "rekey_after_bytes"},
+		{"chunk too small", Handler{ChunkSize: 100}, "chunk size 100"},
+		{"chunk too large", Handler{ChunkSize: protocol.MaxChunkSize + 1}, "chunk size 8388609"},
+		{"rekey bytes below a chunk", Handler{ChunkSize: 4096, RekeyAfterBytes: 4095}, "epoch byte limit 4095"},
+		{"rekey bytes above the AEAD bound", Handler{RekeyAfterBytes: protocol.MaxEpochBytes + 1}, "epoch byte limit"},
+		{"no endpoint in JSON", Handler{Endpoint: "-"}, "no endpoint name"},
 		{"negative max sessions", Handler{MaxSessions: -1}, "max_sessions"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -69,6 +71,15 @@ func TestProvision(t *testing.T) {
 				h.Certificate, h.Key = pki.ServerCert, pki.ServerKey
 			}
 			h.Prefix = uniquePrefix()
+			if h.Endpoint == "-" {
+				h.Endpoint = "" // provision would fill it in: this is the JSON case
+				ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+				defer cancel()
+				if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("error %v, want one naming %q", err, c.want)
+				}
+				return
+			}
 			err := provision(t, &h)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one naming %q", err, c.want)
@@ -99,7 +110,7 @@ func TestRekeyAgeBelowOneSecond(t *testing.T) {
 			err := provision(t, h)
 			if c.seconds == 0 {
 				if err == nil {
-					t.Fatalf("accepted, with an age limit of %d s", h.server.Limits.AgeSeconds)
+					t.Fatalf("accepted, with an age limit of %d s", h.cfg.Limits.AgeSeconds)
 				}
 				if !strings.Contains(err.Error(), "rekey_after_age") || !strings.Contains(err.Error(), "under one second") {
 					t.Fatalf("error %q, want one saying rekey_after_age is under one second", err)
@@ -109,7 +120,7 @@ func TestRekeyAgeBelowOneSecond(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := h.server.Limits.AgeSeconds; got != c.seconds {
+			if got := h.cfg.Limits.AgeSeconds; got != c.seconds {
 				t.Fatalf("age limit %d s, want %d", got, c.seconds)
 			}
 		})

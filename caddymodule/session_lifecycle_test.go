@@ -150,22 +150,27 @@ func TestUnauthenticatedRequestsDoNotKeepSessionsAlive(t *testing.T) {
 	wantRefusal(t, "expired session", resp, http.StatusForbidden, "unknown-session")
 }
 
-// TestMaxSessions: the store is bounded; a full store refuses handshakes
-// with 503, Retry-After and busy, and a close makes room again.
+// TestMaxSessions: the store bounds the sessions in use. A handshake
+// stores nothing; when the store is full, the first request of a new
+// session is refused with 503, Retry-After and busy; a close makes room.
 func TestMaxSessions(t *testing.T) {
 	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac": {1}}), func(h *Handler) { h.MaxSessions = 2 })
 	s1 := e.session(t)
 	e.session(t)
-	resp, _ := e.post(t, "handshake", handshakeBody(t, e))
-	wantRefusal(t, "third handshake", resp, http.StatusServiceUnavailable, "busy")
+	s3 := e.handshake(t) // a handshake is fine: it stores nothing
+	resp, _ := e.post(t, "catalog", s3.NewCatalogRequest().Envelope())
+	wantRefusal(t, "first request of a third session", resp, http.StatusServiceUnavailable, "busy")
 	if resp.Header.Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
-	// The client reports the refusal.
+	if n := e.h.sessions.Len(); n != 2 {
+		t.Fatalf("%d sessions stored, want 2", n)
+	}
+	// The client reports the refusal once its retry budget is spent.
 	if _, err := e.client(t).Catalog(context.Background()); !errors.Is(err, protocol.ErrBusy) {
 		t.Errorf("client on a full server: %v, want a busy error", err)
 	}
-	// Closing a session makes room.
+	// Closing a session makes room for the third.
 	req := s1.NewCloseRequest()
 	resp, body := e.post(t, "close", req.Envelope())
 	if resp.StatusCode != http.StatusOK {
@@ -174,9 +179,13 @@ func TestMaxSessions(t *testing.T) {
 	if _, err := req.OpenReply(body); err != nil {
 		t.Fatalf("close reply: %v", err)
 	}
-	resp, _ = e.post(t, "handshake", handshakeBody(t, e))
+	cat := s3.NewCatalogRequest()
+	resp, body = e.post(t, "catalog", cat.Envelope())
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("handshake after a close: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
+		t.Fatalf("the third session after a close: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
+	}
+	if _, err := cat.OpenReply(body); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,16 +1,63 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
-// SessionStore holds the server side of live sessions. It is an interface
-// so that a store shared by several Caddy nodes can replace the in-memory
-// one without touching the handler.
+// sessionPool keeps, across config reloads, what the sessions of a
+// configuration need (poolState), so a reload does not end every
+// listener's session.
+var sessionPool = caddy.NewUsagePool()
+
+// poolState is what outlives a reload: the sessions in use, the ticket
+// keys of the sessions not used yet, and each address's handshake budget.
+type poolState struct {
+	store   *memoryStore
+	tickets *ticketKeyring
+	budget  *handshakeBudget
+}
+
+func newPoolState(idle time.Duration, maxSessions int, ticketLifetime time.Duration, unusedHandshakes int) *poolState {
+	return &poolState{
+		store:   newMemoryStore(idle, maxSessions, ticketLifetime),
+		tickets: newTicketKeyring(ticketLifetime),
+		budget:  newHandshakeBudget(unusedHandshakes, time.Second),
+	}
+}
+
+// Destruct ends the sessions when the last configuration that used them is
+// unloaded.
+func (p *poolState) Destruct() error { return p.store.Destruct() }
+
+// sessionPoolKey names the pooled state of a configuration. Sessions
+// belong to what made them: the endpoint, the identity that signed their
+// handshakes, the suites, chunk size and limits they were negotiated
+// under, and the store's bounds. A reload that keeps all of these keeps
+// every session (and the tickets of those not used yet); one that changes
+// any starts anew, and the clients of the old sessions run a new handshake
+// (unknown-session) without their players noticing.
+func sessionPoolKey(cfg protocol.ServerConfig, idle caddy.Duration, maxSessions, unusedHandshakes int) string {
+	key := fmt.Sprintf("%q|%x|%s|%d|%+v|%v|%d|%d", cfg.Endpoint, sha256.Sum256(cfg.Identity.Chain[0]),
+		strings.Join(protocol.SuiteNames(cfg.Suites), ","), cfg.ChunkSize, cfg.Limits, idle, maxSessions, unusedHandshakes)
+	sum := sha256.Sum256([]byte(key))
+	return "sessions|" + hex.EncodeToString(sum[:16])
+}
+
+// SessionStore holds the server side of the sessions in use. A session
+// enters it with its first authenticated request, resumed from its ticket
+// (protocol.Server.Resume): a handshake alone leaves nothing. It is an
+// interface so that a store shared by several Caddy nodes can replace the
+// in-memory one without touching the handler.
 type SessionStore interface {
 	// Get returns a live session. Looking one up is not using it: session
 	// ids travel in the clear, so only Touch, after a request of the
@@ -18,8 +65,12 @@ type SessionStore interface {
 	Get(id protocol.SessionID) (*protocol.ServerSession, bool)
 	// Touch marks a session used.
 	Touch(id protocol.SessionID)
-	// Add stores a new session, or fails with protocol.ErrBusy.
-	Add(s *protocol.ServerSession) error
+	// Redeem stores a session resumed from its ticket and returns the
+	// session to use: s, or the one another request of the session stored
+	// first. It fails with protocol.ErrBusy when the store is full, and
+	// with protocol.ErrUnknownSession for a session that has already
+	// ended (its ticket replayed after a close or an expiry).
+	Redeem(s *protocol.ServerSession) (*protocol.ServerSession, error)
 	// Delete ends a session (client close).
 	Delete(id protocol.SessionID)
 	// Len is the number of sessions held.
@@ -27,14 +78,18 @@ type SessionStore interface {
 }
 
 // memoryStore is the default, in-process SessionStore: a map with an idle
-// timeout, swept lazily when full and periodically by a janitor.
+// timeout, swept lazily when full and periodically by a janitor. It
+// remembers the sessions that ended for as long as their tickets live, so
+// a replayed ticket cannot bring one back.
 type memoryStore struct {
-	idle time.Duration
-	max  int
-	now  func() time.Time
+	idle   time.Duration
+	max    int
+	ticket time.Duration // how long a ticket lives
+	now    func() time.Time
 
 	mu       sync.Mutex
 	sessions map[protocol.SessionID]*storedSession
+	ended    map[protocol.SessionID]time.Time // until when a session's ticket lives
 	stop     chan struct{}
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when the janitor has returned
@@ -45,12 +100,14 @@ type storedSession struct {
 	lastUsed time.Time
 }
 
-func newMemoryStore(idle time.Duration, maxSessions int) *memoryStore {
+func newMemoryStore(idle time.Duration, maxSessions int, ticketLifetime time.Duration) *memoryStore {
 	m := &memoryStore{
 		idle:     idle,
 		max:      maxSessions,
+		ticket:   ticketLifetime,
 		now:      time.Now,
 		sessions: make(map[protocol.SessionID]*storedSession),
+		ended:    make(map[protocol.SessionID]time.Time),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -77,7 +134,7 @@ func (m *memoryStore) Get(id protocol.SessionID) (*protocol.ServerSession, bool)
 		return nil, false
 	}
 	if now.Sub(e.lastUsed) > m.idle {
-		delete(m.sessions, id)
+		m.endLocked(id, e.s, now)
 		return nil, false
 	}
 	return e.s, true
@@ -92,26 +149,74 @@ func (m *memoryStore) Touch(id protocol.SessionID) {
 	m.mu.Unlock()
 }
 
-func (m *memoryStore) Add(s *protocol.ServerSession) error {
+func (m *memoryStore) Redeem(s *protocol.ServerSession) (*protocol.ServerSession, error) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	id := s.ID()
+	if e, ok := m.sessions[id]; ok {
+		return e.s, nil
+	}
+	if until, ok := m.ended[id]; ok && now.Before(until) {
+		return nil, fmt.Errorf("%w: the session has ended", protocol.ErrUnknownSession)
+	}
 	if len(m.sessions) >= m.max {
 		m.sweepLocked(now)
 		if len(m.sessions) >= m.max {
-			// Refuse rather than evict: a flood of handshakes must
-			// not push live listeners out.
-			return fmt.Errorf("%w: %d sessions", protocol.ErrBusy, m.max)
+			// Refuse rather than evict: new sessions must not push
+			// sessions in use out.
+			return nil, fmt.Errorf("%w: %d sessions", protocol.ErrBusy, m.max)
 		}
 	}
-	m.sessions[s.ID()] = &storedSession{s: s, lastUsed: now}
-	return nil
+	m.sessions[id] = &storedSession{s: s, lastUsed: now}
+	return s, nil
 }
 
 func (m *memoryStore) Delete(id protocol.SessionID) {
+	now := m.now()
 	m.mu.Lock()
-	delete(m.sessions, id)
+	if e, ok := m.sessions[id]; ok {
+		m.endLocked(id, e.s, now)
+	}
 	m.mu.Unlock()
+}
+
+// endLocked removes a session, wipes it, and remembers that it ended for
+// as long as its ticket could bring it back. The memory of ended sessions
+// is bounded like the sessions: past max entries the oldest go (a ticket
+// replayed then repeats its first request under keys only its client
+// has, no more). m.mu must be held.
+func (m *memoryStore) endLocked(id protocol.SessionID, s *protocol.ServerSession, now time.Time) {
+	delete(m.sessions, id)
+	s.Close()
+	if len(m.ended) >= m.max {
+		m.forgetEndedLocked(now)
+	}
+	m.ended[id] = now.Add(m.ticket)
+}
+
+// forgetEndedLocked drops the ended sessions whose tickets have expired,
+// and, if that is not enough, the half that expire first.
+func (m *memoryStore) forgetEndedLocked(now time.Time) {
+	for id, until := range m.ended {
+		if !now.Before(until) {
+			delete(m.ended, id)
+		}
+	}
+	if len(m.ended) < m.max {
+		return
+	}
+	untils := make([]time.Time, 0, len(m.ended))
+	for _, u := range m.ended {
+		untils = append(untils, u)
+	}
+	slices.SortFunc(untils, time.Time.Compare)
+	cut := untils[len(untils)/2]
+	for id, until := range m.ended {
+		if !until.After(cut) {
+			delete(m.ended, id)
+		}
+	}
 }
 
 func (m *memoryStore) Len() int {
@@ -123,7 +228,7 @@ func (m *memoryStore) Len() int {
 func (m *memoryStore) sweepLocked(now time.Time) {
 	for id, e := range m.sessions {
 		if now.Sub(e.lastUsed) > m.idle {
-			delete(m.sessions, id)
+			m.endLocked(id, e.s, now)
 		}
 	}
 }
@@ -141,14 +246,21 @@ func (m *memoryStore) janitor(ticks <-chan time.Time) {
 			now := m.now()
 			m.mu.Lock()
 			m.sweepLocked(now)
+			m.forgetEndedLocked(now)
 			m.mu.Unlock()
 		}
 	}
 }
 
-// Destruct stops the janitor; the UsagePool calls it when the last config
-// using the store is unloaded.
+// Destruct stops the janitor and wipes every session; the UsagePool calls
+// it when the last config using the store is unloaded.
 func (m *memoryStore) Destruct() error {
 	m.stopOnce.Do(func() { close(m.stop) })
+	m.mu.Lock()
+	for id, e := range m.sessions {
+		delete(m.sessions, id)
+		e.s.Close()
+	}
+	m.mu.Unlock()
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/big"
 	"sync"
 	"testing"
@@ -45,18 +46,29 @@ func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
 	m := &memoryStore{
 		idle:     idle,
 		max:      maxSessions,
+		ticket:   time.Minute,
 		now:      clock.now,
 		sessions: make(map[protocol.SessionID]*storedSession),
+		ended:    make(map[protocol.SessionID]time.Time),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
 	return m, clock
 }
 
+// add redeems s into m, as the first request of s would.
+func add(m *memoryStore, s *protocol.ServerSession) error {
+	live, err := m.Redeem(s)
+	if err == nil && live != s {
+		return fmt.Errorf("redeemed %v, but the store holds another session of that id", s.ID())
+	}
+	return err
+}
+
 var (
 	testSessionsMu sync.Mutex
 	testSessions   = map[int]*protocol.ServerSession{}
-	testServer     *protocol.ServerConfig
+	testServer     *protocol.Server
 )
 
 // session returns test session n: a real one, from a handshake, the same
@@ -74,8 +86,12 @@ func session(n int) *protocol.ServerSession {
 		if err != nil {
 			panic(err)
 		}
-		testServer = &protocol.ServerConfig{Suites: protocol.DefaultSuites(), ChunkSize: protocol.DefaultChunkSize,
-			Limits: protocol.DefaultLimits(), Identity: protocol.Identity{Signer: key, Chain: [][]byte{der}}}
+		testServer, err = protocol.NewServer(protocol.ServerConfig{Endpoint: "test", Suites: protocol.DefaultSuites(),
+			ChunkSize: protocol.DefaultChunkSize, Limits: protocol.DefaultLimits(), Tickets: newTicketKeyring(time.Minute),
+			Identity: protocol.Identity{Signer: key, Chain: [][]byte{der}}})
+		if err != nil {
+			panic(err)
+		}
 	}
 	_, hello, err := (&protocol.ClientConfig{Suites: protocol.DefaultSuites()}).Start()
 	if err != nil {
@@ -92,10 +108,10 @@ func session(n int) *protocol.ServerSession {
 func TestMemoryStoreIdleExpiry(t *testing.T) {
 	m, clock := testStore(time.Minute, 10)
 	a, b := session(1), session(2)
-	if err := m.Add(a); err != nil {
+	if err := add(m, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Add(b); err != nil {
+	if err := add(m, b); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := m.Get(a.ID()); !ok || got != a {
@@ -132,10 +148,10 @@ func TestMemoryStoreIdleExpiry(t *testing.T) {
 func TestMemoryStoreMaxAndSweep(t *testing.T) {
 	m, clock := testStore(time.Minute, 2)
 	a, b, c := session(1), session(2), session(3)
-	m.Add(a)
+	add(m, a)
 	clock.advance(30 * time.Second)
-	m.Add(b)
-	err := m.Add(c)
+	add(m, b)
+	err := add(m, c)
 	if !errors.Is(err, protocol.ErrBusy) || protocol.ErrorCode(err) != "busy" {
 		t.Fatalf("third session: %v, want busy", err)
 	}
@@ -144,12 +160,12 @@ func TestMemoryStoreMaxAndSweep(t *testing.T) {
 	}
 	// Live sessions are never evicted: a is idle 45s, within the timeout.
 	clock.advance(15 * time.Second)
-	if err := m.Add(c); err == nil {
+	if err := add(m, c); err == nil {
 		t.Fatal("a live session was evicted for a new one")
 	}
 	// Once a has expired, a full store sweeps it and takes c.
 	clock.advance(16 * time.Second)
-	if err := m.Add(c); err != nil {
+	if err := add(m, c); err != nil {
 		t.Fatalf("Add with an expired session in a full store: %v", err)
 	}
 	if _, ok := m.Get(a.ID()); ok {
@@ -164,11 +180,63 @@ func TestMemoryStoreMaxAndSweep(t *testing.T) {
 	m.Delete(b.ID())
 	m.Delete(b.ID())
 	m.Delete(session(42).ID())
-	if err := m.Add(a); err != nil {
+	d := session(43)
+	if err := add(m, d); err != nil {
 		t.Fatalf("Add after Delete: %v", err)
 	}
 	if m.Len() != 2 {
 		t.Fatalf("Len %d", m.Len())
+	}
+}
+
+// TestMemoryStoreEndedStayEnded: a session that was closed or expired
+// cannot come back from its ticket while the ticket lives (a replayed
+// first request would be answered again); after that its id is forgotten.
+func TestMemoryStoreEndedStayEnded(t *testing.T) {
+	m, clock := testStore(time.Minute, 10) // tickets live a minute
+	closed, expired := session(60), session(61)
+	for _, s := range []*protocol.ServerSession{closed, expired} {
+		if err := add(m, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Delete(closed.ID())
+	if _, err := m.Redeem(closed); !errors.Is(err, protocol.ErrUnknownSession) {
+		t.Fatalf("a closed session redeemed again: %v", err)
+	}
+	clock.advance(time.Minute + time.Second)
+	if _, ok := m.Get(expired.ID()); ok {
+		t.Fatal("the idle session did not expire")
+	}
+	if _, err := m.Redeem(expired); !errors.Is(err, protocol.ErrUnknownSession) {
+		t.Fatalf("an expired session redeemed again: %v", err)
+	}
+	clock.advance(time.Minute + time.Second)
+	m.mu.Lock()
+	m.forgetEndedLocked(clock.now())
+	n := len(m.ended)
+	m.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d ended sessions remembered after their tickets expired", n)
+	}
+}
+
+// TestMemoryStoreEndedIsBounded: the memory of ended sessions stays within
+// max entries however many end.
+func TestMemoryStoreEndedIsBounded(t *testing.T) {
+	m, _ := testStore(time.Minute, 4)
+	for i := range 20 {
+		s := session(100 + i)
+		if err := add(m, s); err != nil {
+			t.Fatal(err)
+		}
+		m.Delete(s.ID())
+		m.mu.Lock()
+		n := len(m.ended)
+		m.mu.Unlock()
+		if n > 4 {
+			t.Fatalf("%d ended sessions remembered, bound 4", n)
+		}
 	}
 }
 
@@ -181,7 +249,7 @@ func TestMemoryStoreConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 100 {
 				s := session(g*100 + i)
-				if err := m.Add(s); err != nil {
+				if err := add(m, s); err != nil {
 					t.Error(err)
 					return
 				}
@@ -223,11 +291,11 @@ func TestMemoryStoreJanitor(t *testing.T) {
 		}
 	}
 	a, b := session(1), session(2)
-	if err := m.Add(a); err != nil {
+	if err := add(m, a); err != nil {
 		t.Fatal(err)
 	}
 	clock.advance(30 * time.Second)
-	if err := m.Add(b); err != nil {
+	if err := add(m, b); err != nil {
 		t.Fatal(err)
 	}
 	// a is idle for exactly the timeout: not expired yet.
@@ -281,7 +349,7 @@ func TestJanitorPeriod(t *testing.T) {
 func TestMemoryStoreDestruct(t *testing.T) {
 	stores := make([]*memoryStore, 20)
 	for i := range stores {
-		stores[i] = newMemoryStore(time.Hour, 10)
+		stores[i] = newMemoryStore(time.Hour, 10, time.Minute)
 	}
 	for _, m := range stores {
 		select {
@@ -304,7 +372,7 @@ func TestMemoryStoreDestruct(t *testing.T) {
 	// A destructed store still answers (a request in flight during a
 	// reload may use it).
 	m := stores[0]
-	if err := m.Add(session(1)); err != nil {
+	if err := add(m, session(1)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := m.Get(session(1).ID()); !ok {
