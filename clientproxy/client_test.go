@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -830,4 +831,108 @@ func TestClientConcurrentReads(t *testing.T) {
 		t.Errorf("%d handshakes, chunks in %d sessions; want one session throughout", st.handshakes, len(st.sessionIDs(protocol.MsgChunk)))
 	}
 	t.Logf("%d rekeys; refusals %v", st.rekeys, st.refusals)
+}
+
+// TestClientWaitHonoursContext: a call that waits for another call's
+// handshake or rekey gives up as soon as its own context ends, and does not
+// spoil the session for the calls that go on.
+func TestClientWaitHonoursContext(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits protocol.EpochLimits
+		held   string // the endpoint held at the server
+		warmup int64  // chunks read before: the last is flagged rekey-soon
+		hook   hook   // for the waiting call's requests
+	}{
+		{name: "handshake in flight", held: "handshake"},
+		// Chunk 3's reply is flagged: a rekey starts in the background;
+		// the next chunk is refused and must wait for that rekey.
+		{name: "rekey in flight", limits: protocol.EpochLimits{Chunks: 20}, held: "rekey", warmup: 4,
+			hook: at("chunk", 5, fault{refuse: protocol.ErrRekeyRequired})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newDRMServer(t, drmOptions{Limits: tc.limits})
+			want := srv.add("m", 8*drmChunkSize)
+			gate := make(chan struct{})
+			held := at(tc.held, 1, fault{hold: gate})
+			srv.setHook(func(ep string, n int) fault {
+				if f := held(ep, n); f.hold != nil {
+					return f
+				}
+				if tc.hook != nil {
+					return tc.hook(ep, n)
+				}
+				return fault{}
+			})
+			// The transport tells when the waiting call has the server's
+			// refusal in hand: from then on it can only go on to wait.
+			refused := make(chan struct{}, 1)
+			c := newDRMClient(t, srv, func(o *ClientOptions) {
+				o.HTTPClient = NewHTTPClient(nil)
+				o.HTTPClient.Transport = &watchTransport{base: o.HTTPClient.Transport, seen: func(resp *http.Response) {
+					if resp.Header.Get("Drm-Error") != "" {
+						select {
+						case refused <- struct{}{}:
+						default:
+						}
+					}
+				}}
+			})
+
+			// Another call starts the handshake or the rekey, which the
+			// server holds.
+			first := make(chan error, 1)
+			if tc.warmup == 0 {
+				go func() { _, err := c.ReadChunk(testCtx(t), "m", 0); first <- err }()
+			} else {
+				readMedium(t, c, "m", int(tc.warmup)*drmChunkSize)
+				first <- nil
+			}
+			srv.await(t, tc.held+" to reach the server", func(st drmStats) bool { return st.requests[tc.held] == 1 })
+
+			ctx, cancel := context.WithCancel(testCtx(t))
+			got := make(chan error, 1)
+			go func() {
+				b, err := c.ReadChunk(ctx, "m", tc.warmup)
+				if b != nil {
+					err = fmt.Errorf("%d bytes with err %w", len(b), err)
+				}
+				got <- err
+			}()
+			if tc.hook != nil {
+				receive(t, "the refusal to reach the client", refused)
+			}
+			cancel()
+			if err := receive(t, "the canceled call to return", got); !errors.Is(err, context.Canceled) {
+				t.Errorf("canceled call: %v, want context.Canceled", err)
+			}
+
+			close(gate)
+			if err := receive(t, "the first call", first); err != nil {
+				t.Fatalf("first call: %v", err)
+			}
+			eventually(t, "the rekey to end", func() bool { return !c.earlyRekey.Load() })
+			if b, err := c.ReadChunk(testCtx(t), "m", tc.warmup+1); err != nil || !bytes.Equal(b, chunkOf(want, tc.warmup+1)) {
+				t.Fatalf("next call: %d bytes, err %v", len(b), err)
+			}
+			if st := srv.snapshot(); st.handshakes != 1 {
+				t.Errorf("%d handshakes, want 1: the session survives a caller giving up", st.handshakes)
+			}
+		})
+	}
+}
+
+// watchTransport shows every response to seen before the client gets it.
+type watchTransport struct {
+	base http.RoundTripper
+	seen func(*http.Response)
+}
+
+func (w *watchTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := w.base.RoundTrip(req)
+	if err == nil {
+		w.seen(resp)
+	}
+	return resp, err
 }
