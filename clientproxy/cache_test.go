@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 func newTestCache(t *testing.T, src Source, capacity, prefetch int) *chunkCache {
@@ -326,11 +325,7 @@ func TestCacheCloseStopsPrefetch(t *testing.T) {
 		c.close()
 		close(closed)
 	}()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("close did not stop the prefetches")
-	}
+	receive(t, "close to stop the prefetches", closed)
 	c.close() // idempotent
 
 	if n := src.totalCalls(); n != 1 {
