@@ -57,8 +57,11 @@ type Client struct {
 	sess  *protocol.ClientSession
 	sizes map[string]int64 // media sizes from the catalog
 
-	renewMu    sync.Mutex  // one handshake at a time
-	rekeyMu    sync.Mutex  // one rekey at a time
+	// One handshake and one rekey at a time. They are semaphores, not
+	// mutexes, so that a caller waiting for another's handshake or rekey
+	// still gives up when its own context ends.
+	renewing   chan struct{}
+	rekeying   chan struct{}
 	earlyRekey atomic.Bool // a background rekey is running
 }
 
@@ -107,6 +110,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		logger: opts.Logger,
 		sleep:  sleepCtx,
 		sizes:  map[string]int64{},
+
+		renewing: make(chan struct{}, 1),
+		rekeying: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -252,6 +258,9 @@ func (c *Client) do(ctx context.Context, what string, build func(*protocol.Clien
 		switch r {
 		case rekey:
 			if rerr := c.rekey(ctx, s, req.Epoch()); rerr != nil {
+				if ctx.Err() != nil {
+					return rerr // the caller gave up, not the session
+				}
 				c.logger.Info("rekey failed, starting a new session", "err", rerr)
 				c.drop(s)
 			}
@@ -282,8 +291,10 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if s := c.current(); s != nil {
 		return s, nil
 	}
-	c.renewMu.Lock()
-	defer c.renewMu.Unlock()
+	if err := acquire(ctx, c.renewing); err != nil {
+		return nil, err
+	}
+	defer func() { <-c.renewing }()
 	if s := c.current(); s != nil {
 		return s, nil // another caller finished the handshake
 	}
@@ -317,11 +328,23 @@ func (c *Client) drop(s *protocol.ClientSession) {
 	c.mu.Unlock()
 }
 
+// acquire takes the semaphore sem, or gives up when ctx ends.
+func acquire(ctx context.Context, sem chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("clientproxy: %w", context.Cause(ctx))
+	}
+}
+
 // rekey moves s from epoch `from` to the next one, once: callers that
 // find the epoch already advanced return at once.
 func (c *Client) rekey(ctx context.Context, s *protocol.ClientSession, from uint32) error {
-	c.rekeyMu.Lock()
-	defer c.rekeyMu.Unlock()
+	if err := acquire(ctx, c.rekeying); err != nil {
+		return err
+	}
+	defer func() { <-c.rekeying }()
 	if s.Epoch() != from || c.current() != s {
 		return nil
 	}

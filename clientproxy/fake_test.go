@@ -122,15 +122,33 @@ func (f *fakeSource) ReadChunk(ctx context.Context, id string, index int64) ([]b
 	return append([]byte(nil), b[start:end]...), nil
 }
 
-// eventually polls cond until it holds or a generous deadline passes, so
-// that tests of background work neither sleep blindly nor flake.
+// testDeadline bounds every wait of a test for other goroutines: generous,
+// so a slow machine does not make tests flaky, and finite, so a bug fails
+// the test instead of hanging it.
+const testDeadline = 10 * time.Second
+
+// eventually polls cond until it holds or testDeadline passes, so that
+// tests of background work neither sleep blindly nor flake.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testDeadline)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// receive returns the next value from ch, or fails the test if none
+// arrives within testDeadline.
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testDeadline):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
 	}
 }
