@@ -296,7 +296,7 @@ func TestCacheCanceledReaderDoesNotCancelFetch(t *testing.T) {
 	eventually(t, "the fetch to be cached", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, ok := c.entries[chunkKey{"m", 0}]
+		_, ok := c.entries[chunkKey{"m", testChunkSize, 0}]
 		return ok
 	})
 	if _, err := c.get(t.Context(), m, 0); err != nil {

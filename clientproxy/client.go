@@ -51,7 +51,10 @@ type Client struct {
 	base   string
 	http   *http.Client
 	logger *slog.Logger
-	sleep  func(context.Context, time.Duration) error // sleepCtx; tests make it instant
+	// now and sleep time the retry budget; tests replace them with a
+	// fake clock that sleep advances.
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
 
 	mu    sync.Mutex
 	sess  *protocol.ClientSession
@@ -108,6 +111,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		base:   strings.TrimSuffix(opts.ServerURL, "/") + "/v1/",
 		http:   hc,
 		logger: opts.Logger,
+		now:    time.Now,
 		sleep:  sleepCtx,
 		sizes:  map[string]int64{},
 
@@ -217,24 +221,24 @@ func (c *Client) current() *protocol.ClientSession {
 // waited out with backoff, for at most the retry budget. what names the
 // exchange in the log.
 func (c *Client) do(ctx context.Context, what string, build func(*protocol.ClientSession) *protocol.Request, open func(*protocol.Request, []byte) error) (*protocol.ClientSession, error) {
-	start := time.Now()
+	start := c.now()
 	quick, waits := 0, 0
 	for {
 		s, req, err := c.try(ctx, build, open)
 		if err == nil {
 			return s, nil
 		}
-		r := remedyFor(err)
 		if ctx.Err() != nil {
-			r = giveUp
+			return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err) // the caller gave up
 		}
+		r := remedyFor(err)
 		switch r {
 		case giveUp:
 			return nil, err
 		case wait:
 			// The last wait is cut to what is left of the budget, so
 			// the last attempt comes as late as the budget allows.
-			elapsed := time.Since(start)
+			elapsed := c.now().Sub(start)
 			left := c.opts.RetryBudget - elapsed
 			if left <= 0 {
 				return nil, fmt.Errorf("%w (gave up after %v)", err, elapsed.Round(time.Millisecond))
@@ -259,7 +263,7 @@ func (c *Client) do(ctx context.Context, what string, build func(*protocol.Clien
 		case rekey:
 			if rerr := c.rekey(ctx, s, req.Epoch()); rerr != nil {
 				if ctx.Err() != nil {
-					return rerr // the caller gave up, not the session
+					return nil, rerr // the caller gave up, not the session
 				}
 				c.logger.Info("rekey failed, starting a new session", "err", rerr)
 				c.drop(s)

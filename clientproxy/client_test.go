@@ -467,27 +467,33 @@ func TestClientRecovers(t *testing.T) {
 		{name: "catalog: rekey-required", catalog: true, hook: at("catalog", 1, refuse(protocol.ErrRekeyRequired)), handshakes: 1, requests: 2, rekeys: 1},
 		{name: "catalog: session forgotten", catalog: true, hook: at("catalog", 1, fault{forget: true}), handshakes: 2, requests: 2},
 
-		// Retried, but not for ever.
+		{name: "server cannot open ours: new session", hook: at("chunk", 1, refuse(protocol.ErrAuthentication)), handshakes: 2, requests: 2},
+		{name: "replay: resent", hook: at("chunk", 1, refuse(protocol.ErrReplay)), handshakes: 1, requests: 2},
+		{name: "catalog: server cannot open ours", catalog: true, hook: at("catalog", 1, refuse(protocol.ErrAuthentication)), handshakes: 2, requests: 2},
+
+		// Retried at once, but not for ever.
 		{name: "rekey-required every time", hook: always("chunk", refuse(protocol.ErrRekeyRequired)), wantErr: protocol.ErrRekeyRequired,
-			handshakes: 1, requests: maxAttempts, rekeys: maxAttempts},
+			wantText: "retries", handshakes: 1, requests: maxQuickRetries + 1, rekeys: maxQuickRetries},
 		{name: "unknown-session every time", hook: always("chunk", refuse(protocol.ErrUnknownSession)), wantErr: protocol.ErrUnknownSession,
-			handshakes: maxAttempts, requests: maxAttempts},
+			wantText: "retries", handshakes: maxQuickRetries + 1, requests: maxQuickRetries + 1},
+
+		// Waited out for the budget (requests -1: more than one).
+		{name: "origin", hook: always("chunk", refuse(protocol.ErrOrigin)), wantErr: protocol.ErrOrigin, wantText: "gave up after", handshakes: 1, requests: -1},
+		{name: "origin timed out", hook: always("chunk", refuse(protocol.ErrOriginTimeout)), wantErr: protocol.ErrOriginTimeout, wantText: "504", handshakes: 1, requests: -1},
+		{name: "origin once", hook: at("chunk", 1, refuse(protocol.ErrOrigin)), handshakes: 1, requests: 2},
+		{name: "handshake busy", hook: always("handshake", fault{refuse: protocol.ErrBusy}), wantErr: protocol.ErrBusy, wantText: "handshake: 503", handshakes: -1},
+		{name: "handshake bare 502", hook: always("handshake", fault{status: 502}), wantText: "handshake: 502 Bad Gateway", handshakes: -1},
+		{name: "bare 503 once", hook: at("chunk", 1, fault{status: 503}), handshakes: 1, requests: 2},
 
 		// Not retried.
-		{name: "authentication", hook: at("chunk", 1, refuse(protocol.ErrAuthentication)), wantErr: protocol.ErrAuthentication, wantText: "403", handshakes: 1, requests: 1},
-		{name: "replay", hook: at("chunk", 1, refuse(protocol.ErrReplay)), wantErr: protocol.ErrReplay, wantText: "409", handshakes: 1, requests: 1},
 		{name: "not-found", hook: at("chunk", 1, refuse(protocol.ErrNotFound)), wantErr: protocol.ErrNotFound, wantText: "404", handshakes: 1, requests: 1},
 		{name: "out-of-range", hook: at("chunk", 1, refuse(protocol.ErrOutOfRange)), wantErr: protocol.ErrOutOfRange, wantText: "416", handshakes: 1, requests: 1},
 		{name: "malformed", hook: at("chunk", 1, refuse(protocol.ErrMalformed)), wantErr: protocol.ErrMalformed, wantText: "400", handshakes: 1, requests: 1},
 		{name: "wrong-message", hook: at("chunk", 1, refuse(protocol.ErrWrongMessage)), wantErr: protocol.ErrWrongMessage, handshakes: 1, requests: 1},
-		{name: "origin", hook: at("chunk", 1, refuse(protocol.ErrOrigin)), wantErr: protocol.ErrOrigin, wantText: "502", handshakes: 1, requests: 1},
 		{name: "forbidden", hook: at("chunk", 1, refuse(protocol.ErrForbidden)), wantErr: protocol.ErrForbidden, handshakes: 1, requests: 1},
-		{name: "internal (no code)", hook: at("chunk", 1, refuse(errors.New("disk on fire"))), wantText: "400: server: internal: internal error", handshakes: 1, requests: 1},
-		{name: "bare 500", hook: at("chunk", 1, fault{status: 500}), wantText: "server answered 500 Internal Server Error", handshakes: 1, requests: 1},
-		{name: "bare 409", hook: at("chunk", 1, fault{status: 409}), wantText: "server answered 409 Conflict", handshakes: 1, requests: 1},
-		{name: "handshake busy", hook: at("handshake", 1, fault{refuse: protocol.ErrBusy}), wantErr: protocol.ErrBusy, wantText: "handshake: 503", handshakes: 1},
-		{name: "handshake bare 502", hook: at("handshake", 1, fault{status: 502}), wantText: "handshake: server answered 502", handshakes: 1},
-		{name: "catalog: authentication", catalog: true, hook: at("catalog", 1, refuse(protocol.ErrAuthentication)), wantErr: protocol.ErrAuthentication, handshakes: 1, requests: 1},
+		{name: "internal (no code)", hook: at("chunk", 1, refuse(errors.New("disk on fire"))), wantText: "chunk: 500 Internal Server Error: unknown error code: internal: internal error", handshakes: 1, requests: 1},
+		{name: "bare 500", hook: at("chunk", 1, fault{status: 500}), wantText: "chunk: 500 Internal Server Error: no Drm-Error header", handshakes: 1, requests: 1},
+		{name: "bare 409", hook: at("chunk", 1, fault{status: 409}), wantText: "chunk: 409 Conflict: no Drm-Error header", handshakes: 1, requests: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -532,8 +538,9 @@ func TestClientRecovers(t *testing.T) {
 				t.Errorf("err %q, want it to contain %q", err, tc.wantText)
 			}
 			st := srv.snapshot()
-			if st.requests["handshake"] != tc.handshakes || st.requests[endpoint] != tc.requests || st.requests["rekey"] != tc.rekeys {
-				t.Errorf("%d handshakes, %d %s requests, %d rekeys sent; want %d, %d, %d", st.requests["handshake"],
+			count := func(got, want int) bool { return got == want || want == -1 && got > 1 }
+			if !count(st.requests["handshake"], tc.handshakes) || !count(st.requests[endpoint], tc.requests) || st.requests["rekey"] != tc.rekeys {
+				t.Errorf("%d handshakes, %d %s requests, %d rekeys sent; want %d, %d, %d (-1: more than one)", st.requests["handshake"],
 					st.requests[endpoint], endpoint, st.requests["rekey"], tc.handshakes, tc.requests, tc.rekeys)
 			}
 

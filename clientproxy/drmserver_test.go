@@ -7,6 +7,7 @@ package clientproxy
 // server saw without sleeping.
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -481,6 +482,10 @@ func statusFor(err error) int {
 		return http.StatusBadGateway
 	case errors.Is(err, protocol.ErrBusy):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, protocol.ErrOriginTimeout):
+		return http.StatusGatewayTimeout
+	case protocol.ErrorCode(err) == "":
+		return http.StatusInternalServerError
 	}
 	return http.StatusBadRequest
 }
@@ -531,5 +536,28 @@ func newDRMClient(t testing.TB, s *drmServer, mod ...func(*ClientOptions)) *Clie
 		t.Fatal(err)
 	}
 	t.Cleanup(c.http.CloseIdleConnections)
+	// The retry budget runs on a clock the waits advance: a test of
+	// retries takes no real time.
+	clock := &retryClock{t: time.Now()}
+	c.now, c.sleep = clock.now, clock.sleep
 	return c
+}
+
+// retryClock is the client's clock in tests: sleeping advances it at once.
+type retryClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *retryClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *retryClock) sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+	return ctx.Err()
 }
