@@ -34,9 +34,12 @@ func (m medium) chunkLen(index int64) int64 {
 	return int64(end - start)
 }
 
+// chunkKey names a cached chunk. The chunk size is part of it: a server
+// reconfigured with another one starts new chunks, not wrong ones.
 type chunkKey struct {
-	id    string
-	index int64
+	id        string
+	chunkSize int64
+	index     int64
 }
 
 type cacheEntry struct {
@@ -105,7 +108,7 @@ func (c *chunkCache) get(ctx context.Context, m medium, index int64) ([]byte, er
 	if index < 0 || index >= m.chunks() {
 		return nil, fmt.Errorf("chunk %d of %q: out of range (%d chunks)", index, m.id, m.chunks())
 	}
-	key := chunkKey{m.id, index}
+	key := chunkKey{m.id, m.chunkSize, index}
 
 	c.mu.Lock()
 	if el, ok := c.entries[key]; ok {
@@ -147,7 +150,7 @@ func (c *chunkCache) prefetchAfter(m medium, index int64) {
 		if c.prefetching[m.id] >= c.prefetch {
 			return
 		}
-		key := chunkKey{m.id, i}
+		key := chunkKey{m.id, m.chunkSize, i}
 		if _, ok := c.entries[key]; ok {
 			continue
 		}
@@ -167,7 +170,7 @@ func (c *chunkCache) startLocked(m medium, index int64, background bool) (*call,
 	if c.closed {
 		return nil, errClosed
 	}
-	key := chunkKey{m.id, index}
+	key := chunkKey{m.id, m.chunkSize, index}
 	cl := &call{done: make(chan struct{})}
 	c.inflight[key] = cl
 	if background {
@@ -202,7 +205,7 @@ func (c *chunkCache) fetch(m medium, index int64, cl *call, background bool) {
 		c.logger.Log(c.ctx, level, "prefetch failed", "id", m.id, "chunk", index, "err", err)
 	}
 
-	key := chunkKey{m.id, index}
+	key := chunkKey{m.id, m.chunkSize, index}
 	c.mu.Lock()
 	delete(c.inflight, key)
 	if background {

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"sync"
+	"strings"
+	"sync/atomic"
 	"testing"
-	"time"
 )
 
 func newTestCache(t *testing.T, src Source, capacity, prefetch int) *chunkCache {
@@ -104,10 +104,20 @@ func TestCachePrefetchBoundedPerMedium(t *testing.T) {
 	eventually(t, "two prefetches to start", func() bool { return started() == 3 })
 
 	// Chunks 1 and 2 are in flight; asking for read-ahead from 1 would
-	// want chunk 3 too, but the per-medium bound of 2 is reached.
+	// want chunk 3 too, but the per-medium bound of 2 is reached. A fetch
+	// is registered in the cache before prefetchAfter returns (the fake
+	// counts it only once its goroutine runs), so check the registrations.
 	c.prefetchAfter(m, 1)
-	if n := started(); n != 3 {
-		t.Errorf("%d fetches started, want 3 (bound exceeded)", n)
+	c.mu.Lock()
+	var inflight []int64
+	for k := range c.inflight {
+		inflight = append(inflight, k.index)
+	}
+	prefetching := c.prefetching["m"]
+	c.mu.Unlock()
+	slices.Sort(inflight)
+	if !slices.Equal(inflight, []int64{1, 2}) || prefetching != 2 {
+		t.Errorf("chunks %v in flight, %d prefetches; want [1 2] and 2 (bound exceeded)", inflight, prefetching)
 	}
 	close(src.gate)
 	eventually(t, "prefetches to finish", func() bool {
@@ -121,37 +131,61 @@ func TestCachePrefetchBoundedPerMedium(t *testing.T) {
 	}
 }
 
+// waitCtx is a context that counts how many times its Done channel was
+// asked for. chunkCache.get asks only once it has joined (or started) the
+// fetch and is about to wait for it, so the count tells a test how many
+// readers are waiting, with no sleep.
+type waitCtx struct {
+	context.Context
+	waiting *atomic.Int32
+}
+
+func (c waitCtx) Done() <-chan struct{} {
+	c.waiting.Add(1)
+	return c.Context.Done()
+}
+
 func TestCacheSingleFlight(t *testing.T) {
 	const readers = 16
 	src := newFakeSource(testChunkSize)
 	want := src.add("m", "m", "audio/mpeg", 10*testChunkSize, 0)
-	src.gate = make(chan struct{})
+	src.gate = make(chan struct{}) // every fetch blocks until the gate opens
 	c := newTestCache(t, src, 64, -1)
 	m := testMedium("m", 10*testChunkSize)
 
-	var ready, done sync.WaitGroup
-	results := make([][]byte, readers)
-	errs := make([]error, readers)
-	for i := range readers {
-		ready.Add(1)
-		done.Add(1)
+	var waiting atomic.Int32
+	ctx := waitCtx{t.Context(), &waiting}
+	type result struct {
+		data []byte
+		err  error
+	}
+	results := make(chan result, readers)
+	for range readers {
 		go func() {
-			defer done.Done()
-			ready.Done()
-			results[i], errs[i] = c.get(context.Background(), m, 5)
+			b, err := c.get(ctx, m, 5)
+			results <- result{b, err}
 		}()
 	}
-	ready.Wait()
-	eventually(t, "the fetch to start", func() bool { src.mu.Lock(); defer src.mu.Unlock(); return src.started == 1 })
-	time.Sleep(10 * time.Millisecond) // let the other readers queue on the same fetch
+	// Every reader is waiting and the gate is still closed, so all of
+	// them have looked the chunk up while the first fetch was in flight.
+	eventually(t, "every reader to wait for the chunk", func() bool { return waiting.Load() == readers })
+	src.mu.Lock()
+	started := src.started
+	src.mu.Unlock()
+	c.mu.Lock()
+	inflight := len(c.inflight)
+	c.mu.Unlock()
+	if started != 1 || inflight != 1 {
+		t.Errorf("%d readers waiting on %d fetches (%d in flight), want 1", readers, started, inflight)
+	}
 	close(src.gate)
-	done.Wait()
 
 	for i := range readers {
-		if errs[i] != nil {
-			t.Fatalf("reader %d: %v", i, errs[i])
+		r := receive(t, "a reader's result", results)
+		if r.err != nil {
+			t.Fatalf("reader %d: %v", i, r.err)
 		}
-		if !bytes.Equal(results[i], want[5*testChunkSize:6*testChunkSize]) {
+		if !bytes.Equal(r.data, want[5*testChunkSize:6*testChunkSize]) {
 			t.Fatalf("reader %d got wrong bytes", i)
 		}
 	}
@@ -206,13 +240,14 @@ func TestCacheDoesNotKeepFailures(t *testing.T) {
 		name    string
 		m       medium // as the catalog describes it
 		index   int64
-		wantErr error
+		wantErr error  // the Source's error, wrapped
+		wantMsg string // or the cache's own complaint
 	}{
 		// The fake's chunk 1 fails authentication.
-		{"tampered", testMedium("m", 3*cs), 1, errTampered},
+		{"tampered", testMedium("m", 3*cs), 1, errTampered, ""},
 		// The catalog claims 2500 bytes but the source has 2400: chunk 2
 		// comes back short and must not be served.
-		{"short chunk", testMedium("m", 2*cs+500), 2, nil},
+		{"short chunk", testMedium("m", 2*cs+500), 2, nil, "source returned 400 bytes, want 500"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,6 +262,9 @@ func TestCacheDoesNotKeepFailures(t *testing.T) {
 				}
 				if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 					t.Errorf("attempt %d: err = %v, want %v", attempt, err, tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Errorf("attempt %d: err = %v, want it to say %q", attempt, err, tc.wantMsg)
 				}
 			}
 			if n := src.callsFor("m", tc.index); n != 2 {
@@ -251,14 +289,14 @@ func TestCacheCanceledReaderDoesNotCancelFetch(t *testing.T) {
 	}()
 	eventually(t, "the fetch to start", func() bool { src.mu.Lock(); defer src.mu.Unlock(); return src.started == 1 })
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+	if err := receive(t, "the canceled reader to return", errc); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled reader: err = %v, want context.Canceled", err)
 	}
 	close(src.gate)
 	eventually(t, "the fetch to be cached", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, ok := c.entries[chunkKey{"m", 0}]
+		_, ok := c.entries[chunkKey{"m", testChunkSize, 0}]
 		return ok
 	})
 	if _, err := c.get(t.Context(), m, 0); err != nil {
@@ -287,11 +325,7 @@ func TestCacheCloseStopsPrefetch(t *testing.T) {
 		c.close()
 		close(closed)
 	}()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("close did not stop the prefetches")
-	}
+	receive(t, "close to stop the prefetches", closed)
 	c.close() // idempotent
 
 	if n := src.totalCalls(); n != 1 {

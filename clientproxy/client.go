@@ -51,14 +51,20 @@ type Client struct {
 	base   string
 	http   *http.Client
 	logger *slog.Logger
-	sleep  func(context.Context, time.Duration) error // sleepCtx; tests make it instant
+	// now and sleep time the retry budget; tests replace them with a
+	// fake clock that sleep advances.
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
 
 	mu    sync.Mutex
 	sess  *protocol.ClientSession
 	sizes map[string]int64 // media sizes from the catalog
 
-	renewMu    sync.Mutex  // one handshake at a time
-	rekeyMu    sync.Mutex  // one rekey at a time
+	// One handshake and one rekey at a time. They are semaphores, not
+	// mutexes, so that a caller waiting for another's handshake or rekey
+	// still gives up when its own context ends.
+	renewing   chan struct{}
+	rekeying   chan struct{}
 	earlyRekey atomic.Bool // a background rekey is running
 }
 
@@ -105,8 +111,12 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		base:   strings.TrimSuffix(opts.ServerURL, "/") + "/v1/",
 		http:   hc,
 		logger: opts.Logger,
+		now:    time.Now,
 		sleep:  sleepCtx,
 		sizes:  map[string]int64{},
+
+		renewing: make(chan struct{}, 1),
+		rekeying: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -211,24 +221,24 @@ func (c *Client) current() *protocol.ClientSession {
 // waited out with backoff, for at most the retry budget. what names the
 // exchange in the log.
 func (c *Client) do(ctx context.Context, what string, build func(*protocol.ClientSession) *protocol.Request, open func(*protocol.Request, []byte) error) (*protocol.ClientSession, error) {
-	start := time.Now()
+	start := c.now()
 	quick, waits := 0, 0
 	for {
 		s, req, err := c.try(ctx, build, open)
 		if err == nil {
 			return s, nil
 		}
-		r := remedyFor(err)
 		if ctx.Err() != nil {
-			r = giveUp
+			return nil, fmt.Errorf("%w: %w", context.Cause(ctx), err) // the caller gave up
 		}
+		r := remedyFor(err)
 		switch r {
 		case giveUp:
 			return nil, err
 		case wait:
 			// The last wait is cut to what is left of the budget, so
 			// the last attempt comes as late as the budget allows.
-			elapsed := time.Since(start)
+			elapsed := c.now().Sub(start)
 			left := c.opts.RetryBudget - elapsed
 			if left <= 0 {
 				return nil, fmt.Errorf("%w (gave up after %v)", err, elapsed.Round(time.Millisecond))
@@ -252,6 +262,9 @@ func (c *Client) do(ctx context.Context, what string, build func(*protocol.Clien
 		switch r {
 		case rekey:
 			if rerr := c.rekey(ctx, s, req.Epoch()); rerr != nil {
+				if ctx.Err() != nil {
+					return nil, rerr // the caller gave up, not the session
+				}
 				c.logger.Info("rekey failed, starting a new session", "err", rerr)
 				c.drop(s)
 			}
@@ -282,8 +295,10 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if s := c.current(); s != nil {
 		return s, nil
 	}
-	c.renewMu.Lock()
-	defer c.renewMu.Unlock()
+	if err := acquire(ctx, c.renewing); err != nil {
+		return nil, err
+	}
+	defer func() { <-c.renewing }()
 	if s := c.current(); s != nil {
 		return s, nil // another caller finished the handshake
 	}
@@ -317,11 +332,23 @@ func (c *Client) drop(s *protocol.ClientSession) {
 	c.mu.Unlock()
 }
 
+// acquire takes the semaphore sem, or gives up when ctx ends.
+func acquire(ctx context.Context, sem chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("clientproxy: %w", context.Cause(ctx))
+	}
+}
+
 // rekey moves s from epoch `from` to the next one, once: callers that
 // find the epoch already advanced return at once.
 func (c *Client) rekey(ctx context.Context, s *protocol.ClientSession, from uint32) error {
-	c.rekeyMu.Lock()
-	defer c.rekeyMu.Unlock()
+	if err := acquire(ctx, c.rekeying); err != nil {
+		return err
+	}
+	defer func() { <-c.rekeying }()
 	if s.Epoch() != from || c.current() != s {
 		return nil
 	}

@@ -17,6 +17,12 @@ const testChunkSize = 1000
 
 var errTampered = errors.New("chunk failed authentication")
 
+// fakeKey names a chunk of the fake source.
+type fakeKey struct {
+	id    string
+	index int64
+}
+
 // fakeSource is an in-memory Source. It counts ReadChunk calls per chunk,
 // can mark chunks as tampered (they fail), and can hold reads of chunks
 // at or after gateFrom until gate is closed or the fetch is canceled.
@@ -26,8 +32,8 @@ type fakeSource struct {
 	mu           sync.Mutex
 	items        []protocol.MediaInfo
 	data         map[string][]byte
-	tampered     map[chunkKey]bool
-	calls        map[chunkKey]int
+	tampered     map[fakeKey]bool
+	calls        map[fakeKey]int
 	started      int // ReadChunk calls begun
 	catalogCalls int
 
@@ -39,8 +45,8 @@ func newFakeSource(cs int) *fakeSource {
 	return &fakeSource{
 		cs:       cs,
 		data:     make(map[string][]byte),
-		tampered: make(map[chunkKey]bool),
-		calls:    make(map[chunkKey]int),
+		tampered: make(map[fakeKey]bool),
+		calls:    make(map[fakeKey]int),
 	}
 }
 
@@ -60,13 +66,13 @@ func (f *fakeSource) add(id, title, ctype string, size int, dur float64) []byte 
 func (f *fakeSource) tamper(id string, index int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.tampered[chunkKey{id, index}] = true
+	f.tampered[fakeKey{id, index}] = true
 }
 
 func (f *fakeSource) callsFor(id string, index int64) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.calls[chunkKey{id, index}]
+	return f.calls[fakeKey{id, index}]
 }
 
 func (f *fakeSource) totalCalls() int {
@@ -106,7 +112,7 @@ func (f *fakeSource) ReadChunk(ctx context.Context, id string, index int64) ([]b
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	key := chunkKey{id, index}
+	key := fakeKey{id, index}
 	f.calls[key]++
 	b, ok := f.data[id]
 	if !ok {
@@ -122,15 +128,33 @@ func (f *fakeSource) ReadChunk(ctx context.Context, id string, index int64) ([]b
 	return append([]byte(nil), b[start:end]...), nil
 }
 
-// eventually polls cond until it holds or a generous deadline passes, so
-// that tests of background work neither sleep blindly nor flake.
+// testDeadline bounds every wait of a test for other goroutines: generous,
+// so a slow machine does not make tests flaky, and finite, so a bug fails
+// the test instead of hanging it.
+const testDeadline = 10 * time.Second
+
+// eventually polls cond until it holds or testDeadline passes, so that
+// tests of background work neither sleep blindly nor flake.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testDeadline)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// receive returns the next value from ch, or fails the test if none
+// arrives within testDeadline.
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testDeadline):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
 	}
 }

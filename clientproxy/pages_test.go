@@ -77,15 +77,13 @@ func TestPlaylist(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
 	for i, id := range ids {
 		line := lines[2+2*i]
-		resp, err := ts.Client().Get(line)
-		if err != nil {
-			t.Fatal(err)
+		path, ok := strings.CutPrefix(line, ts.URL)
+		if !ok {
+			t.Fatalf("entry %q is not on the server %s", line, ts.URL)
 		}
-		got := new(bytes.Buffer)
-		_, err = got.ReadFrom(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got.Bytes(), data[id]) {
-			t.Errorf("%s: status %d, err %v, body matches %q: %v", line, resp.StatusCode, err, id, bytes.Equal(got.Bytes(), data[id]))
+		resp, got, err := fetch(t, ts, "GET", path, nil)
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, data[id]) {
+			t.Errorf("%s: status %d, err %v, body matches %q: %v", line, resp.StatusCode, err, id, bytes.Equal(got, data[id]))
 		}
 	}
 }

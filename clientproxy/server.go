@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/caddy-drm/caddy-drm/protocol"
@@ -45,11 +44,6 @@ type Server struct {
 	mux     *http.ServeMux
 	catalog *catalogCache
 	cache   *chunkCache
-
-	// chunkSize is learned once from the Source (it may cost a handshake)
-	// and is fixed for the lifetime of the session.
-	csMu      sync.Mutex
-	chunkSize int64
 }
 
 // NewServer returns a Server reading from src. A nil logger discards logs.
@@ -105,14 +99,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// chunkSizeOf returns the Source's chunk size, asking it only until it
-// first answers.
+// chunkSizeOf returns the Source's chunk size (its current session's: a
+// reconfigured server may change it).
 func (s *Server) chunkSizeOf(ctx context.Context) (int64, error) {
-	s.csMu.Lock()
-	defer s.csMu.Unlock()
-	if s.chunkSize > 0 {
-		return s.chunkSize, nil
-	}
 	cs, err := s.src.ChunkSize(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("chunk size: %w", err)
@@ -120,8 +109,7 @@ func (s *Server) chunkSizeOf(ctx context.Context) (int64, error) {
 	if cs <= 0 {
 		return 0, fmt.Errorf("chunk size: source reported %d", cs)
 	}
-	s.chunkSize = int64(cs)
-	return s.chunkSize, nil
+	return int64(cs), nil
 }
 
 // serveMedia streams one medium with Range support. Nothing is written

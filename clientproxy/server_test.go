@@ -2,6 +2,7 @@ package clientproxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,10 +59,14 @@ func fetch(t *testing.T, ts *httptest.Server, method, path string, hdr map[strin
 }
 
 // fetchRaw is fetch for requests that may be aborted before the response
-// header arrives; resp is then nil and err says why.
+// header arrives; resp is then nil and err says why. A server that does
+// not finish its answer within testDeadline fails the test: a hang must
+// not pass for the aborted response some tests expect.
 func fetchRaw(t *testing.T, ts *httptest.Server, method, path string, hdr map[string]string) (*http.Response, []byte, error) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, ts.URL+path, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), testDeadline)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, ts.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +75,16 @@ func fetchRaw(t *testing.T, ts *httptest.Server, method, path string, hdr map[st
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := ts.Client().Do(req)
+	resp, body, err := roundTrip(ts.Client(), req)
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s: no complete answer within %v (%v)", method, path, testDeadline, err)
+	}
+	return resp, body, err
+}
+
+// roundTrip sends req and reads the whole response body.
+func roundTrip(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -90,7 +90,7 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	}
 	leaf, err := h.cfg.VerifyCertificate(sh.Certificates)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errCertificate, err)
+		return nil, fmt.Errorf("%w: %w", errCertificate, err)
 	}
 	th := transcriptHash(suite.hash, transcriptContext, h.hello, signed.Message)
 	if err := verifyTranscript(leaf.PublicKey, th, signed.Signature); err != nil {

@@ -1,0 +1,563 @@
+package clientproxy
+
+// drmServer: an in-process caddy-drm server for the Client's tests, built
+// from the real protocol package and answering as caddymodule/endpoints.go
+// does (statuses, Drm-Error header), without importing Caddy. Tests can
+// refuse, forget, tamper with or hold any request, and wait for what the
+// server saw without sleeping.
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-drm/caddy-drm/keystore"
+	"github.com/caddy-drm/caddy-drm/protocol"
+)
+
+// drmChunkSize keeps media small: the smallest chunk the protocol allows.
+const drmChunkSize = protocol.MinChunkSize
+
+// drmPrefix is where the server's endpoints live: {prefix}/v1/{endpoint}.
+const drmPrefix = "/drm"
+
+// fault is what a test does to one request. The zero value does nothing.
+type fault struct {
+	// hold delays the request until the channel is closed (or the test
+	// ends).
+	hold <-chan struct{}
+	// refuse answers with this error's Drm-Error code and its status, as
+	// the real server would, without looking at the request.
+	refuse error
+	// status overrides refuse's status; without refuse it is a bare error
+	// status with no Drm-Error header.
+	status int
+	// forget drops the session the request names before it is opened, as
+	// an idle timeout or a server restart would.
+	forget bool
+	// tamper rewrites the sealed reply before it is sent.
+	tamper func(reply []byte) []byte
+}
+
+// hook decides the fault for the n-th request (from 1) to an endpoint.
+type hook func(endpoint string, n int) fault
+
+// at is a hook that applies f to the n-th request to endpoint only.
+func at(endpoint string, n int, f fault) hook {
+	return func(ep string, i int) fault {
+		if ep == endpoint && i == n {
+			return f
+		}
+		return fault{}
+	}
+}
+
+// flip returns a tamper that flips the lowest bit of byte i of the reply
+// (counted from the end when negative).
+func flip(i int) func([]byte) []byte { return xorByte(i, 1) }
+
+// xorByte returns a tamper that flips the bits of mask in byte i of the
+// reply (counted from the end when negative).
+func xorByte(i int, mask byte) func([]byte) []byte {
+	return func(b []byte) []byte {
+		j := i
+		if j < 0 {
+			j += len(b)
+		}
+		b[j] ^= mask
+		return b
+	}
+}
+
+// accepted is a request the server authenticated.
+type accepted struct {
+	typ     protocol.MessageType
+	session protocol.SessionID
+	epoch   uint32
+}
+
+// drmStats is what the server saw.
+type drmStats struct {
+	requests   map[string]int // by endpoint, as they arrived
+	refusals   map[string]int // by Drm-Error code ("" for a bare status)
+	accepted   []accepted
+	handshakes int // completed
+	rekeys     int // completed
+	closes     int // completed
+	sessions   int // live
+	suites     []string
+}
+
+func (st drmStats) clone() drmStats {
+	c := st
+	c.requests = make(map[string]int, len(st.requests))
+	for k, v := range st.requests {
+		c.requests[k] = v
+	}
+	c.refusals = make(map[string]int, len(st.refusals))
+	for k, v := range st.refusals {
+		c.refusals[k] = v
+	}
+	c.accepted = append([]accepted(nil), st.accepted...)
+	c.suites = append([]string(nil), st.suites...)
+	return c
+}
+
+// epochs counts the accepted requests of type t by the epoch they were
+// sealed under.
+func (st drmStats) epochs(t protocol.MessageType) map[uint32]int {
+	m := map[uint32]int{}
+	for _, a := range st.accepted {
+		if a.typ == t {
+			m[a.epoch]++
+		}
+	}
+	return m
+}
+
+// sessionIDs lists the distinct sessions that requests of type t named,
+// in order of first use.
+func (st drmStats) sessionIDs(t protocol.MessageType) []protocol.SessionID {
+	var ids []protocol.SessionID
+	seen := map[protocol.SessionID]bool{}
+	for _, a := range st.accepted {
+		if a.typ == t && !seen[a.session] {
+			seen[a.session] = true
+			ids = append(ids, a.session)
+		}
+	}
+	return ids
+}
+
+type drmServer struct {
+	URL   string         // ClientOptions.ServerURL
+	Roots *x509.CertPool // the root that signed the server's certificate
+	cfg   protocol.ServerConfig
+	done  chan struct{} // closed when the test ends: held requests go on
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced whenever stats change
+	hook     hook
+	sessions map[protocol.SessionID]*protocol.ServerSession
+	media    map[string][]byte
+	catalog  []protocol.MediaInfo
+	stats    drmStats
+}
+
+// drmOptions configure a drmServer; zero values take the defaults.
+type drmOptions struct {
+	ChunkSize int                  // drmChunkSize
+	Limits    protocol.EpochLimits // none: epochs never end
+	Now       func() time.Time     // time.Now
+	Suites    []protocol.Suite     // protocol.DefaultSuites()
+}
+
+// newPKI makes a development PKI (root, and a server certificate for
+// localhost, 127.0.0.1 and ::1) and returns the server's identity and the
+// root to pin.
+func newPKI(t testing.TB) (*keystore.Identity, *x509.CertPool) {
+	t.Helper()
+	files, err := keystore.InitPKI(t.TempDir(), keystore.PKIOptions{})
+	if err != nil {
+		t.Fatalf("InitPKI: %v", err)
+	}
+	id, err := keystore.LoadIdentity(files.ServerCert, files.ServerKey)
+	if err != nil {
+		t.Fatalf("LoadIdentity: %v", err)
+	}
+	roots, err := keystore.LoadRoots(files.RootCert)
+	if err != nil {
+		t.Fatalf("LoadRoots: %v", err)
+	}
+	return id, roots
+}
+
+func newDRMServer(t testing.TB, opts drmOptions) *drmServer {
+	t.Helper()
+	id, roots := newPKI(t)
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = drmChunkSize
+	}
+	if opts.Suites == nil {
+		opts.Suites = protocol.DefaultSuites()
+	}
+	s := &drmServer{
+		Roots: roots,
+		cfg: protocol.ServerConfig{
+			Suites:    opts.Suites,
+			Identity:  protocol.Identity{Signer: id.Signer, Chain: id.Chain},
+			ChunkSize: opts.ChunkSize,
+			Limits:    opts.Limits,
+			Now:       opts.Now,
+		},
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}),
+		sessions: map[protocol.SessionID]*protocol.ServerSession{},
+		media:    map[string][]byte{},
+		stats:    drmStats{requests: map[string]int{}, refusals: map[string]int{}},
+	}
+	if err := s.cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(s.done) }) // runs first: held requests end
+	s.URL = ts.URL + drmPrefix
+	return s
+}
+
+// add publishes a medium of size pseudo-random bytes and returns them.
+func (s *drmServer) add(id string, size int) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := mediaBytes(size, len(s.media))
+	s.media[id] = b
+	s.catalog = append(s.catalog, protocol.MediaInfo{ID: id, Title: strings.ToUpper(id), Size: int64(size), ContentType: "audio/mpeg"})
+	return b
+}
+
+// setCatalogSize makes the catalog announce size for id, whatever the
+// medium's real size (which chunks carry).
+func (s *drmServer) setCatalogSize(id string, size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.catalog {
+		if s.catalog[i].ID == id {
+			s.catalog[i].Size = size
+		}
+	}
+}
+
+func (s *drmServer) setHook(h hook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hook = h
+}
+
+// forgetAll drops every session, as a server restart would.
+func (s *drmServer) forgetAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.sessions)
+	s.stats.sessions = 0
+	s.notifyLocked()
+}
+
+// snapshot returns a copy of what the server saw so far.
+func (s *drmServer) snapshot() drmStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.clone()
+}
+
+// await blocks until cond holds for the server's stats (checked after
+// every change) or testDeadline passes.
+func (s *drmServer) await(t *testing.T, what string, cond func(drmStats) bool) {
+	t.Helper()
+	deadline := time.NewTimer(testDeadline)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		ok, changed := cond(s.stats), s.changed
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s; server saw %+v", what, s.snapshot())
+		}
+	}
+}
+
+func (s *drmServer) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// endpoints maps the session endpoints to the message type they take.
+var endpoints = map[string]protocol.MessageType{
+	protocol.MsgCatalog.String(): protocol.MsgCatalog,
+	protocol.MsgChunk.String():   protocol.MsgChunk,
+	protocol.MsgRekey.String():   protocol.MsgRekey,
+	protocol.MsgClose.String():   protocol.MsgClose,
+}
+
+func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	endpoint, ok := strings.CutPrefix(r.URL.Path, drmPrefix+"/v1/")
+	_, known := endpoints[endpoint]
+	if !ok || r.Method != http.MethodPost || (!known && endpoint != "handshake") {
+		http.NotFound(w, r)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxHandshakeSize+1))
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, fmt.Errorf("%w: %v", protocol.ErrMalformed, err))
+		return
+	}
+
+	s.mu.Lock()
+	s.stats.requests[endpoint]++
+	n, h := s.stats.requests[endpoint], s.hook
+	s.notifyLocked()
+	s.mu.Unlock()
+	var f fault
+	if h != nil {
+		f = h(endpoint, n)
+	}
+	if f.hold != nil {
+		select {
+		case <-f.hold:
+		case <-s.done:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if f.refuse != nil || f.status != 0 {
+		s.fail(w, f.status, f.refuse)
+		return
+	}
+	if f.forget {
+		if id, _, err := protocol.PeekRequest(body); err == nil {
+			s.mu.Lock()
+			delete(s.sessions, id)
+			s.stats.sessions = len(s.sessions)
+			s.mu.Unlock()
+		}
+	}
+
+	var reply []byte
+	var status int
+	if endpoint == "handshake" {
+		reply, status, err = s.handshake(body)
+	} else {
+		reply, status, err = s.sessionRequest(endpoint, body)
+	}
+	if err != nil {
+		s.fail(w, status, err)
+		return
+	}
+	if f.tamper != nil {
+		reply = f.tamper(reply)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(reply)))
+	w.Write(reply)
+}
+
+func (s *drmServer) handshake(body []byte) ([]byte, int, error) {
+	sess, reply, err := s.cfg.Accept(body)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions[sess.ID()] = sess
+	s.stats.sessions = len(s.sessions)
+	s.stats.handshakes++
+	s.stats.suites = append(s.stats.suites, sess.Suite().Name())
+	s.notifyLocked()
+	return reply, 0, nil
+}
+
+// sessionRequest authenticates and answers a request, as
+// caddymodule's serveSessionRequest does.
+func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, error) {
+	if len(body) > protocol.MaxRequestSize {
+		return nil, http.StatusBadRequest, fmt.Errorf("%w: request of %d bytes", protocol.ErrMalformed, len(body))
+	}
+	id, typ, err := protocol.PeekRequest(body)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	if want := endpoints[endpoint]; typ != want {
+		return nil, http.StatusBadRequest, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want)
+	}
+	s.mu.Lock()
+	sess, ok := s.sessions[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, http.StatusForbidden, protocol.ErrUnknownSession
+	}
+	a, err := sess.OpenRequest(body)
+	if err != nil {
+		return nil, statusFor(err), err
+	}
+	s.mu.Lock()
+	s.stats.accepted = append(s.stats.accepted, accepted{typ: typ, session: id, epoch: a.Epoch()})
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	var reply []byte
+	switch typ {
+	case protocol.MsgChunk:
+		c := a.Chunk()
+		s.mu.Lock()
+		data, ok := s.media[c.MediaID]
+		s.mu.Unlock()
+		if !ok {
+			return nil, http.StatusNotFound, fmt.Errorf("%w: %q", protocol.ErrNotFound, c.MediaID)
+		}
+		start, end, ok := protocol.ChunkSpan(c.Index, uint64(len(data)), sess.ChunkSize())
+		if !ok {
+			return nil, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, c.Index, c.MediaID)
+		}
+		reply, err = sess.SealChunk(nil, a, uint64(len(data)), data[start:end])
+	case protocol.MsgCatalog:
+		s.mu.Lock()
+		js, jerr := json.Marshal(s.catalog)
+		s.mu.Unlock()
+		if jerr != nil {
+			return nil, http.StatusInternalServerError, jerr
+		}
+		reply, err = sess.SealReply(a, js)
+	case protocol.MsgRekey:
+		if reply, err = sess.Rekey(a); err == nil {
+			s.mu.Lock()
+			s.stats.rekeys++
+			s.notifyLocked()
+			s.mu.Unlock()
+		}
+	case protocol.MsgClose:
+		s.mu.Lock()
+		delete(s.sessions, id)
+		s.stats.sessions = len(s.sessions)
+		s.stats.closes++
+		s.notifyLocked()
+		s.mu.Unlock()
+		reply, err = sess.SealReply(a, nil)
+	}
+	if err != nil {
+		return nil, statusFor(err), err
+	}
+	return reply, 0, nil
+}
+
+// fail refuses a request the way caddymodule's Handler.fail does: the
+// status and a Drm-Error header "code: reason". Without err it sends a
+// bare status, as a proxy in front of the server might.
+func (s *drmServer) fail(w http.ResponseWriter, status int, err error) {
+	code := ""
+	if err != nil {
+		var reason string
+		code, reason = protocol.ErrorCode(err), err.Error()
+		if code == "" {
+			code, reason = "internal", "internal error"
+		}
+		w.Header().Set("Drm-Error", code+": "+reason)
+		if status == 0 {
+			status = statusFor(err)
+		}
+	}
+	s.mu.Lock()
+	s.stats.refusals[code]++
+	s.notifyLocked()
+	s.mu.Unlock()
+	http.Error(w, http.StatusText(status), status)
+}
+
+// statusFor is caddymodule's mapping of errors to HTTP statuses.
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, protocol.ErrAuthentication), errors.Is(err, protocol.ErrUnknownSession):
+		return http.StatusForbidden
+	case errors.Is(err, protocol.ErrReplay), errors.Is(err, protocol.ErrEpochRetired), errors.Is(err, protocol.ErrRekeyRequired):
+		return http.StatusConflict
+	case errors.Is(err, protocol.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, protocol.ErrOutOfRange):
+		return http.StatusRequestedRangeNotSatisfiable
+	case errors.Is(err, protocol.ErrOrigin):
+		return http.StatusBadGateway
+	case errors.Is(err, protocol.ErrBusy):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, protocol.ErrOriginTimeout):
+		return http.StatusGatewayTimeout
+	case protocol.ErrorCode(err) == "":
+		return http.StatusInternalServerError
+	}
+	return http.StatusBadRequest
+}
+
+// mediaBytes returns n deterministic bytes that differ between seeds.
+func mediaBytes(n, seed int) []byte {
+	b := make([]byte, n)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// fakeClock is a settable time for the server's epoch ages.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// newDRMClient makes a Client of s that pins s's root, with the
+// production HTTP transport; mod may change the options first.
+func newDRMClient(t testing.TB, s *drmServer, mod ...func(*ClientOptions)) *Client {
+	t.Helper()
+	opts := ClientOptions{ServerURL: s.URL, Roots: s.Roots}
+	for _, m := range mod {
+		m(&opts)
+	}
+	c, err := NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.http.CloseIdleConnections)
+	// The retry budget runs on a clock the waits advance: a test of
+	// retries takes no real time.
+	clock := &retryClock{t: time.Now()}
+	c.now, c.sleep = clock.now, clock.sleep
+	return c
+}
+
+// retryClock is the client's clock in tests: sleeping advances it at once.
+type retryClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *retryClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *retryClock) sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+	return ctx.Err()
+}
