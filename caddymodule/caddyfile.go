@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddy-drm/caddy-drm/protocol"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -136,9 +137,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || n == 0 {
 				return d.Errf("%s: want a positive size, got %q", key, v)
 			}
-			if key == "chunk_size" {
-				h.ChunkSize = int(min(n, 1<<31)) // the range is checked at provision
-			} else {
+			// The protocol's bounds, checked here too so that the error
+			// names the Caddyfile line.
+			switch {
+			case key == "chunk_size" && (n < protocol.MinChunkSize || n > protocol.MaxChunkSize):
+				return d.Errf("chunk_size %s is outside [%d, %d] bytes", v, protocol.MinChunkSize, protocol.MaxChunkSize)
+			case key == "chunk_size":
+				h.ChunkSize = int(n)
+			case n > protocol.MaxEpochBytes:
+				return d.Errf("rekey_after_bytes %s is above %d bytes, what one AES-GCM key safely seals", v, uint64(protocol.MaxEpochBytes))
+			default:
 				h.RekeyAfterBytes = n
 			}
 		case "rekey_after_chunks", "max_sessions", "unused_handshakes_per_address":

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-drm/caddy-drm/protocol"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -289,6 +290,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"chunk_size 64KiB", func(h Handler) bool { return h.ChunkSize == 64<<10 }},
 		{"chunk_size 1MB", func(h Handler) bool { return h.ChunkSize == 1000000 }},
 		{"chunk_size 2048", func(h Handler) bool { return h.ChunkSize == 2048 }},
+		{"chunk_size 1KiB", func(h Handler) bool { return h.ChunkSize == protocol.MinChunkSize }},
+		{"chunk_size 8MiB", func(h Handler) bool { return h.ChunkSize == protocol.MaxChunkSize }},
+		{"rekey_after_bytes 16GiB", func(h Handler) bool { return h.RekeyAfterBytes == protocol.MaxEpochBytes }},
 		{"rekey_after_bytes 1.5GiB", func(h Handler) bool { return h.RekeyAfterBytes == 3<<29 }},
 		{"rekey_after_age 1d", func(h Handler) bool { return time.Duration(h.RekeyAfterAge) == 24*time.Hour }},
 		{"session_idle_timeout 500ms", func(h Handler) bool { return time.Duration(h.SessionIdleTimeout) == 500*time.Millisecond }},
@@ -337,6 +341,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"bad size unit", "drm {\n\tchunk_size 12XB\n}", "chunk_size"},
 		{"negative size", "drm {\n\tchunk_size -1KiB\n}", "chunk_size"},
 		{"bad rekey_after_bytes", "drm {\n\trekey_after_bytes many\n}", "rekey_after_bytes"},
+		{"chunk_size one under the minimum", "drm {\n\tchunk_size 1023\n}", "outside [1024, "},
+		{"chunk_size one over the maximum", "drm {\n\tchunk_size 8388609\n}", "outside [1024, 8388608]"},
+		{"rekey_after_bytes over what AES-GCM allows", "drm {\n\trekey_after_bytes 17179869185\n}", "above 17179869184"},
 		{"rekey_after_chunks zero", "drm {\n\trekey_after_chunks 0\n}", "positive count"},
 		{"max_sessions zero", "drm {\n\tmax_sessions 0\n}", "positive count"},
 		{"max_sessions negative", "drm {\n\tmax_sessions -5\n}", "positive count"},

@@ -2,12 +2,9 @@ package caddymodule
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -197,78 +194,23 @@ func (h *Handler) putBuf(b *[]byte) {
 	h.bufs.Put(b)
 }
 
-// fail reports err to the client with the status statusFor gives it.
+// fail refuses a request because of err, with the status the protocol
+// gives it (§14).
 func (h *Handler) fail(w http.ResponseWriter, err error) error {
-	return h.failWith(w, statusFor(err), err)
+	status, _, _ := protocol.Refusal(err)
+	return h.failWith(w, status, err)
 }
 
-// maxReason bounds the reason of a Drm-Error header: an error can quote
-// what the client sent (its suites, a media id), and the header must not
-// grow with it. It holds the longest reason the server writes itself, the
-// default suites a no-common-suite refusal lists.
-const maxReason = 512
-
 // failWith reports err to the client — the status, and a Drm-Error header
-// with the protocol's error code and the reason — and returns it as a
-// caddyhttp.Error so that Caddy logs it and handle_errors can see it.
+// with the protocol's code and bounded reason — and returns it as a
+// caddyhttp.Error so that Caddy logs it, details included, and
+// handle_errors can see it.
 func (h *Handler) failWith(w http.ResponseWriter, status int, err error) error {
-	code, reason := protocol.ErrorCode(err), err.Error()
-	if code == "" {
-		code, reason = "internal", "internal error"
-	}
-	for _, private := range []error{protocol.ErrOrigin, protocol.ErrOriginTimeout, protocol.ErrNotFound, protocol.ErrOutOfRange} {
-		if errors.Is(err, private) {
-			// The details name origin paths, upstreams and files: they go
-			// to Caddy's log (through the returned error), not to the client.
-			reason = private.Error()
-			break
-		}
-	}
-	reason = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, reason)
-	if len(reason) > maxReason {
-		cut := maxReason - len("…")
-		for !utf8.RuneStart(reason[cut]) {
-			cut--
-		}
-		reason = reason[:cut] + "…"
-	}
+	_, code, reason := protocol.Refusal(err)
 	w.Header().Set("Drm-Error", code+": "+reason)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
 	metricErrors.WithLabelValues(code).Inc()
 	return caddyhttp.Error(status, err)
-}
-
-// statusFor maps errors to HTTP statuses: 4xx for anything the client
-// sent or must fix (rekey, new handshake), 502/504 for the origin's
-// trouble, 503 for a full session store, and 500 for an error the
-// protocol has no code for — a bug, never something a client can cause.
-func statusFor(err error) int {
-	switch {
-	case protocol.ErrorCode(err) == "":
-		return http.StatusInternalServerError
-	case errors.Is(err, protocol.ErrBusy):
-		return http.StatusServiceUnavailable
-	case errors.Is(err, protocol.ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, protocol.ErrAuthentication), errors.Is(err, protocol.ErrUnknownSession):
-		return http.StatusForbidden
-	case errors.Is(err, protocol.ErrReplay), errors.Is(err, protocol.ErrEpochRetired), errors.Is(err, protocol.ErrRekeyRequired):
-		return http.StatusConflict
-	case errors.Is(err, protocol.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, protocol.ErrOutOfRange):
-		return http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, protocol.ErrOrigin):
-		return http.StatusBadGateway
-	case errors.Is(err, protocol.ErrOriginTimeout):
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusBadRequest
 }

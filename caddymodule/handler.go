@@ -319,4 +319,5 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+	_ protocol.TicketKeys         = (*ticketKeyring)(nil)
 )

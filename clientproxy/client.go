@@ -30,6 +30,9 @@ type ClientOptions struct {
 	// ServerName is the name the server's certificate must carry; the
 	// host of ServerURL when empty.
 	ServerName string
+	// Endpoint is the endpoint name the server must sign in the handshake
+	// (its drm endpoint setting); any when empty.
+	Endpoint string
 	// Suites are offered in this order; protocol.DefaultSuites when nil.
 	Suites []protocol.Suite
 	// HTTPClient carries the requests; a pooled client when nil.
@@ -302,7 +305,7 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if s := c.current(); s != nil {
 		return s, nil // another caller finished the handshake
 	}
-	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, VerifyCertificate: keystore.ServerVerifier(c.opts.Roots, c.opts.ServerName)}
+	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, Endpoint: c.opts.Endpoint, VerifyCertificate: keystore.ServerVerifier(c.opts.Roots, c.opts.ServerName)}
 	hs, hello, err := cfg.Start()
 	if err != nil {
 		return nil, err
@@ -312,10 +315,15 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 		return nil, err
 	}
 	s, err := hs.Finish(reply)
+	if errors.Is(err, protocol.ErrWrongEndpoint) {
+		// The certificate is trusted, the site is not the one pinned: the
+		// same PKI serves several endpoints.
+		return nil, fmt.Errorf("handshake: %w (check --endpoint and --server)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	c.logger.Info("session opened", "suite", s.Suite(), "chunk_size", s.ChunkSize(),
+	c.logger.Info("session opened", "endpoint", s.Endpoint(), "suite", s.Suite(), "chunk_size", s.ChunkSize(),
 		"rekey_after_chunks", s.Limits().Chunks)
 	c.mu.Lock()
 	c.sess = s

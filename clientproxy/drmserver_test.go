@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -140,15 +139,17 @@ func (st drmStats) sessionIDs(t protocol.MessageType) []protocol.SessionID {
 }
 
 type drmServer struct {
-	URL   string         // ClientOptions.ServerURL
-	Roots *x509.CertPool // the root that signed the server's certificate
-	cfg   protocol.ServerConfig
-	done  chan struct{} // closed when the test ends: held requests go on
+	URL      string         // ClientOptions.ServerURL
+	Roots    *x509.CertPool // the root that signed the server's certificate
+	Endpoint string         // the endpoint name the server signs
+	srv      *protocol.Server
+	done     chan struct{} // closed when the test ends: held requests go on
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced whenever stats change
 	hook     hook
 	sessions map[protocol.SessionID]*protocol.ServerSession
+	ended    map[protocol.SessionID]bool // closed or forgotten: their tickets are refused
 	media    map[string][]byte
 	catalog  []protocol.MediaInfo
 	stats    drmStats
@@ -157,7 +158,8 @@ type drmServer struct {
 // drmOptions configure a drmServer; zero values take the defaults.
 type drmOptions struct {
 	ChunkSize int                  // drmChunkSize
-	Limits    protocol.EpochLimits // none: epochs never end
+	Limits    protocol.EpochLimits // unset limits: the largest allowed
+	Endpoint  string               // "test-endpoint"
 	Now       func() time.Time     // time.Now
 	Suites    []protocol.Suite     // protocol.DefaultSuites()
 }
@@ -191,23 +193,41 @@ func newDRMServer(t testing.TB, opts drmOptions) *drmServer {
 	if opts.Suites == nil {
 		opts.Suites = protocol.DefaultSuites()
 	}
+	if opts.Endpoint == "" {
+		opts.Endpoint = "test-endpoint"
+	}
+	l := &opts.Limits
+	if l.Chunks == 0 {
+		l.Chunks = 1<<32 - 1
+	}
+	if l.Bytes == 0 {
+		l.Bytes = protocol.MaxEpochBytes
+	}
+	if l.AgeSeconds == 0 {
+		l.AgeSeconds = 1<<32 - 1
+	}
+	srv, err := protocol.NewServer(protocol.ServerConfig{
+		Endpoint:  opts.Endpoint,
+		Suites:    opts.Suites,
+		Identity:  protocol.Identity{Signer: id.Signer, Chain: id.Chain},
+		ChunkSize: opts.ChunkSize,
+		Limits:    opts.Limits,
+		Tickets:   newTicketKey(),
+		Now:       opts.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := &drmServer{
-		Roots: roots,
-		cfg: protocol.ServerConfig{
-			Suites:    opts.Suites,
-			Identity:  protocol.Identity{Signer: id.Signer, Chain: id.Chain},
-			ChunkSize: opts.ChunkSize,
-			Limits:    opts.Limits,
-			Now:       opts.Now,
-		},
+		Roots:    roots,
+		Endpoint: opts.Endpoint,
+		srv:      srv,
 		done:     make(chan struct{}),
 		changed:  make(chan struct{}),
 		sessions: map[protocol.SessionID]*protocol.ServerSession{},
+		ended:    map[protocol.SessionID]bool{},
 		media:    map[string][]byte{},
 		stats:    drmStats{requests: map[string]int{}, refusals: map[string]int{}},
-	}
-	if err := s.cfg.Validate(); err != nil {
-		t.Fatal(err)
 	}
 	ts := httptest.NewServer(s)
 	t.Cleanup(ts.Close)
@@ -248,6 +268,9 @@ func (s *drmServer) setHook(h hook) {
 func (s *drmServer) forgetAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for id := range s.sessions {
+		s.ended[id] = true
+	}
 	clear(s.sessions)
 	s.stats.sessions = 0
 	s.notifyLocked()
@@ -329,9 +352,10 @@ func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.forget {
-		if id, _, err := protocol.PeekRequest(body); err == nil {
+		if info, err := protocol.PeekRequest(body); err == nil {
 			s.mu.Lock()
-			delete(s.sessions, id)
+			delete(s.sessions, info.Session)
+			s.ended[info.Session] = true
 			s.stats.sessions = len(s.sessions)
 			s.mu.Unlock()
 		}
@@ -357,14 +381,12 @@ func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *drmServer) handshake(body []byte) ([]byte, int, error) {
-	sess, reply, err := s.cfg.Accept(body)
+	sess, reply, err := s.srv.Accept(body)
 	if err != nil {
-		return nil, http.StatusBadRequest, err
+		return nil, 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sessions[sess.ID()] = sess
-	s.stats.sessions = len(s.sessions)
 	s.stats.handshakes++
 	s.stats.suites = append(s.stats.suites, sess.Suite().Name())
 	s.notifyLocked()
@@ -377,22 +399,17 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 	if len(body) > protocol.MaxRequestSize {
 		return nil, http.StatusBadRequest, fmt.Errorf("%w: request of %d bytes", protocol.ErrMalformed, len(body))
 	}
-	id, typ, err := protocol.PeekRequest(body)
+	info, err := protocol.PeekRequest(body)
 	if err != nil {
-		return nil, http.StatusBadRequest, err
+		return nil, 0, err
 	}
+	id, typ := info.Session, info.Type
 	if want := endpoints[endpoint]; typ != want {
-		return nil, http.StatusBadRequest, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want)
+		return nil, 0, fmt.Errorf("%w: %s message sent to the %s endpoint", protocol.ErrWrongMessage, typ, want)
 	}
-	s.mu.Lock()
-	sess, ok := s.sessions[id]
-	s.mu.Unlock()
-	if !ok {
-		return nil, http.StatusForbidden, protocol.ErrUnknownSession
-	}
-	a, err := sess.OpenRequest(body)
+	sess, a, err := s.open(info, body)
 	if err != nil {
-		return nil, statusFor(err), err
+		return nil, 0, err
 	}
 	s.mu.Lock()
 	s.stats.accepted = append(s.stats.accepted, accepted{typ: typ, session: id, epoch: a.Epoch()})
@@ -432,6 +449,7 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 	case protocol.MsgClose:
 		s.mu.Lock()
 		delete(s.sessions, id)
+		s.ended[id] = true
 		s.stats.sessions = len(s.sessions)
 		s.stats.closes++
 		s.notifyLocked()
@@ -439,25 +457,58 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 		reply, err = sess.SealReply(a, nil)
 	}
 	if err != nil {
-		return nil, statusFor(err), err
+		return nil, 0, err
 	}
 	return reply, 0, nil
 }
 
+// open finds the session a request names, or resumes it from the ticket
+// the request carries, as caddymodule's Handler.open does.
+func (s *drmServer) open(info protocol.RequestInfo, body []byte) (*protocol.ServerSession, *protocol.Accepted, error) {
+	s.mu.Lock()
+	sess, ok := s.sessions[info.Session]
+	ended := s.ended[info.Session]
+	s.mu.Unlock()
+	if ok {
+		a, err := sess.OpenRequest(body)
+		return sess, a, err
+	}
+	if info.Ticket == nil || ended {
+		return nil, nil, protocol.ErrUnknownSession
+	}
+	sess, err := s.srv.Resume(info.Ticket, info.Session)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := sess.OpenRequest(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if live, ok := s.sessions[info.Session]; ok {
+		a, err := live.OpenRequest(body)
+		return live, a, err
+	}
+	s.sessions[info.Session] = sess
+	s.stats.sessions = len(s.sessions)
+	s.notifyLocked()
+	return sess, a, nil
+}
+
 // fail refuses a request the way caddymodule's Handler.fail does: the
-// status and a Drm-Error header "code: reason". Without err it sends a
-// bare status, as a proxy in front of the server might.
+// protocol's status (or status, when set) and a Drm-Error header "code:
+// reason". Without err it sends a bare status, as a proxy in front of the
+// server might.
 func (s *drmServer) fail(w http.ResponseWriter, status int, err error) {
 	code := ""
 	if err != nil {
+		var st int
 		var reason string
-		code, reason = protocol.ErrorCode(err), err.Error()
-		if code == "" {
-			code, reason = "internal", "internal error"
-		}
+		st, code, reason = protocol.Refusal(err)
 		w.Header().Set("Drm-Error", code+": "+reason)
 		if status == 0 {
-			status = statusFor(err)
+			status = st
 		}
 	}
 	s.mu.Lock()
@@ -467,28 +518,18 @@ func (s *drmServer) fail(w http.ResponseWriter, status int, err error) {
 	http.Error(w, http.StatusText(status), status)
 }
 
-// statusFor is caddymodule's mapping of errors to HTTP statuses.
-func statusFor(err error) int {
-	switch {
-	case errors.Is(err, protocol.ErrAuthentication), errors.Is(err, protocol.ErrUnknownSession):
-		return http.StatusForbidden
-	case errors.Is(err, protocol.ErrReplay), errors.Is(err, protocol.ErrEpochRetired), errors.Is(err, protocol.ErrRekeyRequired):
-		return http.StatusConflict
-	case errors.Is(err, protocol.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, protocol.ErrOutOfRange):
-		return http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, protocol.ErrOrigin):
-		return http.StatusBadGateway
-	case errors.Is(err, protocol.ErrBusy):
-		return http.StatusServiceUnavailable
-	case errors.Is(err, protocol.ErrOriginTimeout):
-		return http.StatusGatewayTimeout
-	case protocol.ErrorCode(err) == "":
-		return http.StatusInternalServerError
-	}
-	return http.StatusBadRequest
+// ticketKey is a fixed ticket key: the fake server never rotates.
+type ticketKey [32]byte
+
+func newTicketKey() *ticketKey {
+	var k ticketKey
+	copy(k[:], mediaBytes(32, 99))
+	return &k
 }
+
+func (k *ticketKey) Current() (uint32, [32]byte) { return 1, *k }
+
+func (k *ticketKey) Lookup(id uint32) ([32]byte, bool) { return *k, id == 1 }
 
 // mediaBytes returns n deterministic bytes that differ between seeds.
 func mediaBytes(n, seed int) []byte {

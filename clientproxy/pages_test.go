@@ -155,7 +155,7 @@ func TestFirstServedOffset(t *testing.T) {
 		{"GET", "bytes=2000-,1000-", "", 0, true}, // overlapping past size: ignored
 	}
 	for _, tc := range tests {
-		r := httptest.NewRequest(tc.method, "/media/m", nil)
+		r := httptest.NewRequest(tc.method, "http://127.0.0.1/media/m", nil)
 		if tc.rng != "" {
 			r.Header.Set("Range", tc.rng)
 		}

@@ -32,6 +32,11 @@ type ServerOptions struct {
 	// again (a lookup miss refreshes it at once regardless). Zero or
 	// negative means DefaultCatalogTTL.
 	CatalogTTL time.Duration
+	// AllowHosts are host names, besides loopback ones, that requests may
+	// carry in Host (say the machine's name when it serves a LAN). Any
+	// other name is refused: it is how DNS rebinding reaches a local
+	// server.
+	AllowHosts []string
 }
 
 // Server is the local, player-facing HTTP server: it turns the chunked,
@@ -39,11 +44,12 @@ type ServerOptions struct {
 // support, so that any player (mpv, VLC, a browser) can seek in the
 // media. It is an http.Handler; Close stops its background fetches.
 type Server struct {
-	src     Source
-	logger  *slog.Logger
-	mux     *http.ServeMux
-	catalog *catalogCache
-	cache   *chunkCache
+	src        Source
+	allowHosts []string
+	logger     *slog.Logger
+	mux        *http.ServeMux
+	catalog    *catalogCache
+	cache      *chunkCache
 }
 
 // NewServer returns a Server reading from src. A nil logger discards logs.
@@ -64,11 +70,12 @@ func NewServer(src Source, opts ServerOptions, logger *slog.Logger) *Server {
 		ttl = DefaultCatalogTTL
 	}
 	s := &Server{
-		src:     src,
-		logger:  logger,
-		mux:     http.NewServeMux(),
-		catalog: newCatalogCache(src, ttl),
-		cache:   newChunkCache(src, capacity, prefetch, logger),
+		src:        src,
+		allowHosts: opts.AllowHosts,
+		logger:     logger,
+		mux:        http.NewServeMux(),
+		catalog:    newCatalogCache(src, ttl),
+		cache:      newChunkCache(src, capacity, prefetch, logger),
 	}
 	// "GET" patterns also match HEAD.
 	s.mux.HandleFunc("GET /{$}", s.serveIndex)
@@ -81,9 +88,13 @@ func NewServer(src Source, opts ServerOptions, logger *slog.Logger) *Server {
 	return s
 }
 
-// ServeHTTP answers 405 to anything but GET and HEAD on every path (the
-// server is read-only), then routes; unknown paths get 404.
+// ServeHTTP refuses what web pages must not reach (guard.go), answers
+// 405 to anything but GET and HEAD on every path (the server is
+// read-only), then routes; unknown paths get 404.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.guard(w, r) {
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

@@ -3,7 +3,9 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Sentinel errors. Each has a stable code (ErrorCode) that the server puts
@@ -38,28 +40,78 @@ var (
 	ErrOriginTimeout = errors.New("origin timed out")
 )
 
-var errorCodes = []struct {
-	err  error
-	code string
-}{
-	{ErrMalformed, "malformed"},
-	{errVersion, "version"},
-	{errNoCommonSuite, "no-common-suite"},
-	{errUnknownSuite, "unknown-suite"},
-	{errKeyShare, "key-share"},
-	{ErrAuthentication, "authentication"},
-	{ErrReplay, "replay"},
-	{ErrUnknownSession, "unknown-session"},
-	{ErrEpochRetired, "epoch-retired"},
-	{ErrRekeyRequired, "rekey-required"},
-	{ErrWrongMessage, "wrong-message"},
-	{errMediaID, "media-id"},
-	{ErrNotFound, "not-found"},
-	{ErrOutOfRange, "out-of-range"},
-	{ErrBusy, "busy"},
-	{ErrForbidden, "forbidden"},
-	{ErrOrigin, "origin"},
-	{ErrOriginTimeout, "origin-timeout"},
+type wireError struct {
+	err    error
+	code   string
+	status int
+}
+
+// errorCodes gives each sentinel its wire code and the HTTP status a
+// server refuses with (§14): 4xx for what the client sent or must fix,
+// 502/504 for the origin's trouble, 503 for a full server.
+var errorCodes = []wireError{
+	{ErrMalformed, "malformed", 400},
+	{errVersion, "version", 400},
+	{errNoCommonSuite, "no-common-suite", 400},
+	{errUnknownSuite, "unknown-suite", 400},
+	{errKeyShare, "key-share", 400},
+	{ErrAuthentication, "authentication", 403},
+	{ErrReplay, "replay", 409},
+	{ErrUnknownSession, "unknown-session", 403},
+	{ErrEpochRetired, "epoch-retired", 409},
+	{ErrRekeyRequired, "rekey-required", 409},
+	{ErrWrongMessage, "wrong-message", 400},
+	{errMediaID, "media-id", 400},
+	{ErrNotFound, "not-found", 404},
+	{ErrOutOfRange, "out-of-range", 416},
+	{ErrBusy, "busy", 503},
+	{ErrForbidden, "forbidden", 403},
+	{ErrOrigin, "origin", 502},
+	{ErrOriginTimeout, "origin-timeout", 504},
+}
+
+// privateDetails are the conditions whose details (origin paths,
+// upstreams, file names) belong in the server's log: the client gets the
+// condition's fixed text.
+var privateDetails = []error{ErrOrigin, ErrOriginTimeout, ErrNotFound, ErrOutOfRange}
+
+// maxReasonSize bounds the reason a server sends: an error can quote what
+// the client sent (its suites, a media id), and the header must not grow
+// with it. It holds the longest reason worth keeping whole, a
+// no-common-suite refusal listing the default suites.
+const maxReasonSize = 384
+
+// Refusal is how a server refuses a request because of err (§14): the
+// HTTP status, and the code and reason of the Drm-Error header ("code:
+// reason"). The reason is err's text with control characters replaced,
+// cut to maxReasonSize bytes. An error that wraps no sentinel is the
+// server's own fault, never the client's: 500, "internal: internal error".
+func Refusal(err error) (status int, code, reason string) {
+	i := slices.IndexFunc(errorCodes, func(c wireError) bool { return errors.Is(err, c.err) })
+	if i < 0 {
+		return 500, "internal", "internal error"
+	}
+	reason = err.Error()
+	for _, private := range privateDetails {
+		if errors.Is(err, private) {
+			reason = private.Error()
+			break
+		}
+	}
+	reason = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, reason)
+	if len(reason) > maxReasonSize {
+		cut := maxReasonSize - len("…")
+		for !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut] + "…"
+	}
+	return errorCodes[i].status, errorCodes[i].code, reason
 }
 
 // ErrorCode returns the stable wire code of err's sentinel, or "" if err
@@ -107,7 +159,7 @@ type noCommonSuiteError struct {
 }
 
 // offeredShown bounds how many of the client's suites the message quotes.
-const offeredShown = 4
+const offeredShown = 2
 
 func (e *noCommonSuiteError) Error() string {
 	offered := strings.Join(e.Offered[:min(len(e.Offered), offeredShown)], " ")

@@ -66,3 +66,39 @@ func TestSessionsEndWithTheCertificate(t *testing.T) {
 		t.Fatal("a handshake with an expired certificate")
 	}
 }
+
+// TestRekeySoonCountsTheEffectiveLimit: the rekey-soon flag comes when a
+// sixteenth (at least rekeySoonChunks) of the chunks the epoch can serve
+// is left, whichever limit bounds it — not from the start of an epoch
+// whose chunk limit is far above what its byte limit allows.
+func TestRekeySoonCountsTheEffectiveLimit(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		limits    EpochLimits
+		firstSoon uint32 // the first chunk (from 1) flagged
+	}{
+		{"chunks bound", EpochLimits{Chunks: 64}, 64 - rekeySoonChunks},
+		{"bytes bound, chunks unbounded", EpochLimits{Chunks: 1<<32 - 1, Bytes: 64 * MinChunkSize}, 64 - rekeySoonChunks},
+		{"large epoch: a sixteenth", EpochLimits{Bytes: 1024 * MinChunkSize}, 1024 - 1024/16},
+		{"fewer chunks than the margin", EpochLimits{Chunks: 3}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPair(t, DefaultSuites()[0], c.limits)
+			data := make([]byte, MinChunkSize)
+			for i := uint32(1); i <= c.firstSoon; i++ {
+				req := p.client.NewChunkRequest("a", 0)
+				reply, err := p.serveChunk(t, req, MinChunkSize, data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				chunk, err := req.OpenChunk(reply)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if chunk.RekeySoon != (i == c.firstSoon) {
+					t.Fatalf("chunk %d: rekey soon %v, want it first at chunk %d", i, chunk.RekeySoon, c.firstSoon)
+				}
+			}
+		})
+	}
+}

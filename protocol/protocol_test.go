@@ -373,15 +373,6 @@ func TestValidMediaID(t *testing.T) {
 	}
 }
 
-func TestErrorCodesRoundTrip(t *testing.T) {
-	for _, c := range errorCodes {
-		got := ErrorFromCode(c.code + ": some reason")
-		if !errors.Is(got, c.err) || ErrorCode(fmt.Errorf("wrapped: %w", c.err)) != c.code {
-			t.Fatalf("%s does not round-trip", c.code)
-		}
-	}
-}
-
 // A request is answered once: a second seal would reuse its nonce.
 func TestRepliesAreSingleUse(t *testing.T) {
 	p := newPair(t, DefaultSuites()[0], EpochLimits{})

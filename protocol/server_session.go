@@ -202,11 +202,13 @@ func (s *ServerSession) exhausted(t MessageType) error {
 // client should rekey now, before the epoch runs out.
 func (s *ServerSession) remaining() (uint32, bool) {
 	l := s.limits
-	left := l.Chunks - min(s.chunks, l.Chunks)
-	byBytes := (l.Bytes - min(s.bytes, l.Bytes)) / uint64(s.chunkSize)
-	left = uint32(min(uint64(left), byBytes))
-	soon := left <= max(rekeySoonChunks, l.Chunks/16) || s.now().Sub(s.started) >= l.age()-l.age()/16
-	return left, soon
+	cs := uint64(s.chunkSize)
+	// The epoch holds as many chunks as both limits allow; the client is
+	// told to rekey when a sixteenth of them (or of its age) is left.
+	total := min(uint64(l.Chunks), l.Bytes/cs)
+	left := min(uint64(l.Chunks-min(s.chunks, l.Chunks)), (l.Bytes-min(s.bytes, l.Bytes))/cs)
+	soon := left <= max(rekeySoonChunks, total/16) || s.now().Sub(s.started) >= l.age()-l.age()/16
+	return uint32(left), soon
 }
 
 // SealChunk answers an accepted chunk request with its chunk of a medium

@@ -31,7 +31,7 @@ import (
 // config holds the flags; each has an environment variable of the same
 // name in upper case with a CLIENTPROXY_ prefix, which the flag overrides.
 type config struct {
-	server, rootCA, serverName, listen, suites, tlsRootCA, logLevel string
+	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts string
 	prefetch, cacheChunks                                           int
 	retryBudget                                                     time.Duration
 	allowRemote                                                     bool
@@ -56,6 +56,8 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.server, "server", "", "drm endpoint prefix of the server, e.g. http://127.0.0.1:8080/drm (required)")
 	str(&c.rootCA, "root-ca", "", "PEM file of the root CA the server's drm certificate must chain to (required)")
 	str(&c.serverName, "server-name", "", "name the server's certificate must carry (default: the host of --server)")
+	str(&c.endpoint, "endpoint", "", "endpoint name the server must sign (its drm endpoint setting); any when empty, and logged")
+	str(&c.allowHosts, "allow-host", "", "host names, comma-separated, that players may use besides localhost and loopback addresses (others are refused: DNS rebinding)")
 	str(&c.listen, "listen", "127.0.0.1:8765", "address to serve players on; loopback only unless --allow-remote")
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
@@ -132,7 +134,7 @@ func run(args []string) error {
 		return err
 	}
 	client, err := clientproxy.NewClient(clientproxy.ClientOptions{
-		ServerURL: c.server, Roots: roots, ServerName: c.serverName,
+		ServerURL: c.server, Roots: roots, ServerName: c.serverName, Endpoint: c.endpoint,
 		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), RetryBudget: c.retryBudget, Logger: logger,
 	})
 	if err != nil {
@@ -150,7 +152,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := clientproxy.NewServer(client, clientproxy.ServerOptions{Prefetch: c.prefetch, CacheChunks: c.cacheChunks}, logger)
+	srv := clientproxy.NewServer(client, clientproxy.ServerOptions{Prefetch: c.prefetch, CacheChunks: c.cacheChunks, AllowHosts: splitList(c.allowHosts)}, logger)
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("serving players", "url", "http://"+ln.Addr().String()+"/", "server", c.server)
 
