@@ -32,9 +32,9 @@ import (
 // name in upper case with a CLIENTPROXY_ prefix, which the flag overrides.
 type config struct {
 	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts string
-	prefetch, cacheChunks                                           int
-	retryBudget                                                     time.Duration
-	allowRemote                                                     bool
+	prefetch, cacheChunks                                                                 int
+	retryBudget                                                                           time.Duration
+	allowRemote                                                                           bool
 }
 
 func main() {
