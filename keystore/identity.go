@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
@@ -119,54 +118,6 @@ func parseChain(derChain [][]byte) ([]*x509.Certificate, error) {
 		certs[i] = cert
 	}
 	return certs, nil
-}
-
-// VerifyChain checks that chain (DER, leaf first, then intermediates)
-// leads to one of roots, that the leaf may authenticate servers, that every
-// certificate is valid at now, and, if host is not empty, that the leaf
-// names host (a DNS name or an IP address). It returns the verified leaf.
-//
-// Every rejection wraps ErrUntrustedCertificate together with the cause
-// (for instance x509.UnknownAuthorityError or x509.HostnameError). roots
-// must not be nil: x509 would fall back to the system roots, which is
-// exactly what pinning a private root is meant to prevent.
-func VerifyChain(chain [][]byte, roots *x509.CertPool, host string, now time.Time) (*x509.Certificate, error) {
-	if roots == nil {
-		return nil, errors.New("keystore: VerifyChain needs a root pool; refusing to fall back to system roots")
-	}
-	certs, err := parseChain(chain)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
-	}
-	intermediates := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		intermediates.AddCert(c)
-	}
-	leaf := certs[0]
-	_, err = leaf.Verify(x509.VerifyOptions{
-		Roots:         roots,
-		Intermediates: intermediates,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
-	}
-	if host != "" {
-		if err := leaf.VerifyHostname(host); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
-		}
-	}
-	return leaf, nil
-}
-
-// ServerVerifier returns the check a client runs on a server's chain
-// (protocol.ClientConfig.VerifyCertificate): VerifyChain against roots for
-// host at the time of the handshake.
-func ServerVerifier(roots *x509.CertPool, host string) func(chain [][]byte) (*x509.Certificate, error) {
-	return func(chain [][]byte) (*x509.Certificate, error) {
-		return VerifyChain(chain, roots, host, time.Now())
-	}
 }
 
 // readCertificates returns the DER bytes of every CERTIFICATE block in a

@@ -209,21 +209,6 @@ func TestRootForbidsIntermediates(t *testing.T) {
 	}
 }
 
-func TestVerifyChainRequiresServerAuth(t *testing.T) {
-	rootKey, leafKey := mustKey(t, "p256"), mustKey(t, "p256")
-	root := issue(t, caTemplate("test root", 0), rootKey, nil, nil)
-	tmpl := serverTemplate("localhost")
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	leaf := issue(t, tmpl, leafKey, root, rootKey)
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	var invalid x509.CertificateInvalidError
-	_, err := VerifyChain([][]byte{leaf.Raw}, roots, "localhost", testNow)
-	if !errors.Is(err, ErrUntrustedCertificate) || !errors.As(err, &invalid) || invalid.Reason != x509.IncompatibleUsage {
-		t.Errorf("got %v, want ErrUntrustedCertificate wrapping IncompatibleUsage", err)
-	}
-}
-
 func TestVerifyChainBadInput(t *testing.T) {
 	files := sharedPKI(t, "p256", 0)
 	id, err := LoadIdentity(files.ServerCert, files.ServerKey)

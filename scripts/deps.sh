@@ -8,9 +8,11 @@
 #                          tests, e2e/ (ffmpeg brings ffprobe)
 #   python3-cryptography   the reference vectors check, make ref
 #                          (protocol/testdata/ref/), run by /usr/bin/python3
+#   openssl                certificates made outside Go for the chain-policy
+#                          tests (keystore/)
 set -euo pipefail
 
-pkgs=(mpv ffmpeg python3-cryptography)
+pkgs=(mpv ffmpeg python3-cryptography openssl)
 
 # make ref runs Debian's Python by its path, not whatever python3 is on PATH.
 check_python() {
@@ -50,7 +52,7 @@ echo "deps.sh: installing ${missing[*]}"
 	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
 	"${missing[@]}"
 
-for c in mpv ffmpeg ffprobe; do
+for c in mpv ffmpeg ffprobe openssl; do
 	if ! command -v "$c" >/dev/null 2>&1; then
 		echo "deps.sh: $c still not on PATH after install" >&2
 		exit 1
