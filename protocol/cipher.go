@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
@@ -100,6 +101,10 @@ func (c etmCipher) newAEAD(key, macKey []byte, h crypto.Hash) (cipher.AEAD, erro
 	if len(macKey) != h.Size() {
 		return nil, errors.New("protocol: wrong MAC key size")
 	}
+	// The AEAD keeps its own copy of the MAC key, as crypto/cipher's keep
+	// theirs: the caller wipes its copy once the AEAD is made, and the
+	// pool builds HMACs from the key long after.
+	macKey = bytes.Clone(macKey)
 	e := &etm{block: b, mode: c.mode, tagSize: h.Size()}
 	e.macs.New = func() any { return hmac.New(h.New, macKey) }
 	return e, nil
