@@ -16,8 +16,11 @@ fail then. The only values excused are those only ML-KEM-768 could check
 (see README.md). It then puts lax signature verifiers (one that accepts
 anything, PSS without the salt length check, a hash other than the one
 asked for) in place of drmref's and requires the sections that verify
-signatures to fail with each. DRMREF_VERBOSE=1 prints why each lax
-verifier was caught.
+signatures to fail with each. Last, it alters every byte of the session's
+ticket and of the ticket in the first request's header, tries wrong ticket
+ADs, and puts lax ticket ADs in place of drmref's: each must be refused or
+make the session check fail. DRMREF_VERBOSE=1 prints why each lax verifier
+or AD was caught.
 """
 
 import copy
@@ -25,7 +28,7 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as replace_fields
 
 sys.dont_write_bytecode = True  # keep protocol/testdata free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +37,9 @@ import drmref as ref  # noqa: E402  (after the two lines above)
 # The vectors do not say how old an epoch is when a reply is sealed (§15's
 # age limit and FlagRekeySoon depend on it): a fresh epoch is assumed.
 EPOCH_AGE_SECONDS = 0
+# Nor when the first request reached the server, which resumes the session
+# from its ticket then (§16): in the second the ticket was issued.
+RESUME_AGE_SECONDS = 0
 
 
 class Mismatch(Exception):
@@ -385,12 +391,17 @@ def message_type(chk, name):
 
 
 def check_request_headers(items, chk):
-    """§12 request header layout."""
+    """§12 request header layout, both ways, with and without the ticket
+    (§16) that follows the 30 bytes."""
     for i, v in enumerate(items):
-        chk.at(f"[{i}] {v['type_name']}")
+        chk.at(f"[{i}] {v['type_name']}{' with a ticket' if 'ticket' in v else ''}")
         chk.equal("type (§12 table)", v["type"], message_type(chk, v["type_name"]))
-        header = ref.RequestHeader(v["type"], h(v["session_id"]), v["epoch"], v["seq"])
+        ticket = h(v["ticket"]) if "ticket" in v else None
+        header = ref.RequestHeader(v["type"], h(v["session_id"]), v["epoch"], v["seq"], ticket)
         chk.equal_hex("encoding", v["encoding"], ref.encode_request_header(header))
+        chk.equal("decoded encoding", header, ref.decode_request_header(h(v["encoding"])))
+    chk.at("all")
+    chk.equal("headers with and without a ticket", [False, True], sorted({"ticket" in v for v in items}))
     return len(items)
 
 
@@ -438,6 +449,7 @@ def check_chunk_requests(items, chk):
 class Session:
     suite: ref.Suite
     session_id: bytes
+    ticket: bytes  # beside the ServerHello; the client sends it until a reply opened (§16)
     server_seed: bytes
     server_key: object  # the leaf certificate's public key, which checks every signature (§6, §9)
     media_sizes: dict
@@ -469,14 +481,18 @@ class EpochState:
 
 @dataclass
 class SessionLog:
-    """What the session exercised, to keep the vectors meaningful."""
+    """What the session exercised, to keep the vectors meaningful, and what
+    the server answered so far."""
 
     chunk_flags: set
     short_chunks: int = 0
     closed: bool = False
+    replies: int = 0  # replies sealed, in the order the server answered
+    ticket_seqs: list = None  # epoch-0 sequence numbers of the requests that carried the ticket
+    requests_without_ticket: int = 0
 
 
-SESSION_STEPS = ("handshake", "epoch0", "rekey", "epoch1")  # besides the exchanges
+SESSION_STEPS = ("handshake", "epoch0", "ticket", "rekey", "epoch1")  # besides the exchanges
 
 
 def check_session(s, chk):
@@ -486,14 +502,15 @@ def check_session(s, chk):
     suite = ref.parse_suite(s["suite"])
     if suite.group not in ref.CLASSICAL_GROUPS:
         chk.fail(f"session group {suite.group} needs ML-KEM, which drmref lacks")
-    server_hello, server_key, shared, transcript = check_handshake(s, suite, chk)
+    server_hello, server_key, shared, transcript, ticket = check_handshake(s, suite, chk)
     catalog = s["catalog"]
     media = check_medium(chk, catalog, h(s["medium"]))
-    session = Session(suite, server_hello.session_id, h(s["server_ed25519_seed"]), server_key,
+    session = Session(suite, server_hello.session_id, ticket, h(s["server_ed25519_seed"]), server_key,
                       {media["id"]: media["size"] for media in catalog}, media, catalog,
                       server_hello.chunk_size, server_hello.limits)
-    log = SessionLog(set())
+    log = SessionLog(set(), ticket_seqs=[])
     epoch0 = check_epoch(chk, "epoch0", s["epoch0"], session, shared, transcript, None, server_hello.limits)
+    check_ticket(chk, s["ticket"], session, server_hello, transcript, epoch0)
     for i, exchange in enumerate(s["exchanges"]):
         check_exchange(chk, f"exchanges[{i}] {exchange['type']}", exchange, session, epoch0, log)
     shared, transcript, limits = check_rekey(chk, s["rekey"], session, epoch0, log)
@@ -521,6 +538,8 @@ def check_handshake(s, suite, chk):
                   ref.key_share(group, client_private))
     server_hello = ref.parse_server_hello(server_hello_raw, client_hello.suites)
     chk.equal("server_hello suite", s["suite"], server_hello.suite)
+    chk.holds("server_hello endpoint (not empty; its value is checked against the ticket)",
+              bool(server_hello.endpoint))
     chk.equal_hex("server_hello key_share", server_hello.key_share.hex(),
                   ref.key_share(group, server_private))
     chk.equal("server_hello chunk_size", s["chunk_size"], server_hello.chunk_size)
@@ -537,9 +556,10 @@ def check_handshake(s, suite, chk):
     )
     chk.equal_hex("transcript_hash", s["transcript_hash"], transcript)
     chk.equal_hex("signature (re-signed)", s["signature"], ref.ed25519_sign(seed, transcript))
-    check_signed(chk, "handshake_reply", h(s["handshake_reply"]), s["server_hello"], s["signature"],
-                 server_key, transcript)
-    return server_hello, server_key, client_side, transcript
+    signed = check_signed(chk, "handshake_reply", h(s["handshake_reply"]), s["server_hello"], s["signature"],
+                          server_key, transcript)
+    ticket = ref.handshake_ticket(signed)  # the client's check: present, at most 1024 bytes
+    return server_hello, server_key, client_side, transcript, ticket
 
 
 def check_certificate(chk, cert_der, seed, certificates):
@@ -570,6 +590,7 @@ def check_signed(chk, field, signed_raw, message_hex, signature_hex, server_key,
               server_signature_verifies(server_key, transcript, signed.signature))
     chk.holds(f"{field} signature refused over another transcript",
               not server_signature_verifies(server_key, flip_bit(transcript, 0), signed.signature))
+    return signed
 
 
 def check_medium(chk, catalog, medium):
@@ -597,17 +618,168 @@ def check_epoch(chk, name, expected, session, shared, transcript, previous, limi
     return EpochState(number, epoch, c2s, s2c, accounting, ref.ReplayWindow(), [])
 
 
-def check_request(chk, session, state, type_, seq, payload, envelope_hex):
+def check_request(chk, session, state, type_, seq, payload, envelope_hex, log):
     """§12: the client seals a request of the epoch under the number it gave
-    it; the server opens it and its replay window (§14) accepts the number."""
-    request = ref.RequestHeader(type_, session.session_id, state.number, seq)
+    it, with the session's ticket while it has opened no reply (§16); the
+    server opens it and its replay window (§14) accepts the number."""
+    envelope = h(envelope_hex)
+    ticket = ref.decode_request_header(envelope).ticket  # whether the client sent it: the file says
+    check_ticket_sent(chk, session, state, seq, ticket, log)
+    request = ref.RequestHeader(type_, session.session_id, state.number, seq, ticket)
     chk.equal_hex("envelope", envelope_hex, ref.seal_request(session.suite, state.c2s, request, payload))
-    opened_header, opened = ref.open_request(session.suite, state.c2s, h(envelope_hex))
+    opened_header, opened = ref.open_request(session.suite, state.c2s, envelope)
     chk.equal("envelope header (opened by the server)", request, opened_header)
     chk.equal_hex("payload (opened by the server)", payload.hex(), opened)
+    if ticket is not None:
+        check_ticket_is_authenticated(chk, session, state, request, envelope)
     state.window.accept(seq)  # refuses a number seen before (ProtocolError: replay)
     state.seqs.append(seq)
     return request
+
+
+def check_ticket_sent(chk, session, state, seq, ticket, log):
+    """§16: the server holds no session until it answers one: the first
+    request it answers carries the ticket, the handshake's. The client sends
+    it with every request it numbers before it opened a reply, so those are
+    epoch 0's first numbers, and none after a rekey (whose reply it opened)."""
+    if ticket is None:
+        chk.holds("the first request the server answers carries the ticket (it resumes the session from it)",
+                  log.replies > 0)
+        log.requests_without_ticket += 1
+        return
+    chk.equal_hex("ticket in the request header (the handshake's)", session.ticket.hex(), ticket)
+    chk.equal("a ticket in a request of epoch 0 only", 0, state.number)
+    log.ticket_seqs.append(seq)
+
+
+def check_ticket_is_authenticated(chk, session, state, request, envelope):
+    """The AD of a request is its whole header, the ticket included: the
+    server refuses the envelope with the ticket altered or stripped."""
+    start = ref.ENVELOPE_HEADER_LEN + 2
+    altered = envelope[:start] + flip_bit(envelope[start:], 0)
+    sealed = envelope[ref.request_header_len(request) :]
+    stripped = ref.encode_request_header(replace_ticket(request, None)) + sealed
+    for what, forged in (("altered", altered), ("stripped", stripped)):
+        chk.holds(f"request refused with its ticket {what} (the AD covers it)",
+                  not request_opens(session.suite, state.c2s, forged))
+
+
+def replace_ticket(request, ticket):
+    return ref.RequestHeader(request.type, request.session_id, request.epoch, request.seq, ticket)
+
+
+def request_opens(suite, c2s, envelope):
+    try:
+        ref.open_request(suite, c2s, envelope)
+    except ref.ProtocolError:
+        return False
+    return True
+
+
+def check_ticket(chk, t, session, server_hello, transcript, epoch0):
+    """§16: the ticket beside the ServerHello re-seals from its state under
+    the vector's key and nonce, opens under its key id, and its state is this
+    session's (id, endpoint, suite, chunk size, limits, the leaf's identity,
+    epoch 0's secret, the handshake transcript); the server resumes from it
+    exactly epoch 0; tampered, under another AD or out of place it is refused."""
+    chk.at("ticket")
+    key, key_id, nonce, state_raw = h(t["key"]), t["key_id"], h(t["nonce"]), h(t["state"])
+    chk.equal_hex("ticket (the one beside the ServerHello)", t["ticket"], session.ticket)
+    chk.equal_hex("ad (context ‖ uint32 key id)", t["ad"], ref.ticket_ad(key_id))
+    chk.equal_hex("ticket (re-sealed from state)", t["ticket"], ref.seal_ticket(key, key_id, nonce, state_raw))
+    lookup = {key_id: key}.get
+    chk.equal_hex("state (opened)", t["state"], ref.open_ticket(lookup, session.ticket))
+    state = ref.parse_ticket_state(state_raw)
+    leaf = server_hello.certificates[0]
+    expected = ref.TicketState(
+        session.session_id, server_hello.endpoint, server_hello.suite, server_hello.chunk_size,
+        server_hello.limits, ref.certificate_identity(leaf), state.issued, epoch0.epoch.secret, transcript)
+    chk.equal("state (the session's, the identity SHA-256 of the leaf)", expected, state)
+    chk.holds("state issued before the certificate expired (the server accepts no handshake after)",
+              state.issued < ref.certificate_not_after(ref.parse_certificate(leaf)))
+    check_ticket_refusals(chk, key, key_id, session.ticket)
+    check_resume(chk, session, server_hello, lookup, state, epoch0)
+
+
+def ticket_opens(lookup, ticket):
+    try:
+        ref.open_ticket(lookup, ticket)
+    except ref.ProtocolError:
+        return False
+    return True
+
+
+def ticket_unseals(key, ticket, ad):
+    try:
+        ref.unseal_ticket(key, ticket, ad)
+    except ref.ProtocolError:
+        return False
+    return True
+
+
+def wrong_ticket_ads(key_id):
+    """Associated data a ticket of key_id must not open under."""
+    return {
+        "another key id": ref.ticket_ad(key_id ^ 1),
+        "no key id": ref.TICKET_CONTEXT,
+        "no context": ref.uint(32, key_id),
+        "the context without its NUL": ref.TICKET_CONTEXT[:-1] + ref.uint(32, key_id),
+        "the transcript context": ref.HANDSHAKE_TRANSCRIPT_CONTEXT + ref.uint(32, key_id),
+        "none": b"",
+    }
+
+
+def check_ticket_refusals(chk, key, key_id, ticket):
+    """A ticket with a byte altered — key id, nonce, ciphertext or tag — does
+    not open, even where a careless key store hands out the key for any id
+    (the AD binds the id); nor under another AD, nor under another key."""
+    any_id = lambda _id: key  # noqa: E731
+    parts = (("key id", 0), ("nonce", ref.TICKET_KEY_ID_LEN),
+             ("ciphertext", ref.TICKET_KEY_ID_LEN + ref.TICKET_NONCE_LEN), ("tag", len(ticket) - 1))
+    for what, offset in parts:
+        altered = flip_bit(ticket, offset)
+        chk.holds(f"ticket refused with its {what} altered", not ticket_opens(any_id, altered))
+    for what, ad in wrong_ticket_ads(key_id).items():
+        chk.holds(f"ticket refused under another AD: {what}", not ticket_unseals(key, ticket, ad))
+    chk.holds("ticket refused under another key", not ticket_opens(lambda _id: flip_bit(key, 0), ticket))
+    chk.holds("ticket refused when its key id is unknown", not ticket_opens(lambda _id: None, ticket))
+
+
+def check_resume(chk, session, server_hello, lookup, state, epoch0):
+    """§16, the server at the first request: the session rebuilt from the
+    ticket is epoch 0 of the handshake (secret, chain, both directions'
+    keys); another session id, endpoint, identity or a stale ticket is
+    refused (unknown-session)."""
+    config = ref.ServerConfig(server_hello.endpoint, (server_hello.suite,), state.identity,
+                              server_hello.chunk_size, server_hello.limits)
+    now = state.issued + RESUME_AGE_SECONDS
+    _, epoch = ref.resume_session(config, lookup, session.ticket, session.session_id, now)
+    chk.equal_hex("resumed epoch 0 secret", epoch0.epoch.secret.hex(), epoch.secret)
+    chk.equal_hex("resumed epoch 0 chain", epoch0.epoch.chain.hex(), epoch.chain)
+    for direction in ref.DIRECTIONS:
+        chk.equal(f"resumed epoch 0 {direction} keys", getattr(epoch0, direction),
+                  ref.derive_traffic_keys(session.suite, epoch.secret, direction))
+    sid, other = session.session_id, replace_config
+    refusals = {
+        "another session id": (config, flip_bit(sid, 0), now),
+        "another endpoint": (other(config, endpoint=config.endpoint + "x"), sid, now),
+        "another identity": (other(config, identity=flip_bit(config.identity, 0)), sid, now),
+        "another chunk size": (other(config, chunk_size=2 * config.chunk_size), sid, now),
+        "its suite no longer accepted": (other(config, suites=()), sid, now),
+        "a ticket past its lifetime": (config, sid, state.issued + config.ticket_lifetime + 1),
+        "a ticket from the future": (config, sid, state.issued - ref.TICKET_CLOCK_SKEW_SECONDS - 1),
+    }
+    for what, (cfg, session_id, when) in refusals.items():
+        try:
+            ref.resume_session(cfg, lookup, session.ticket, session_id, when)
+        except ref.ProtocolError as err:
+            chk.equal(f"resumption refused: {what}", "unknown-session", err.code)
+            continue
+        chk.fail(f"resumption accepted with {what}")
+
+
+def replace_config(config, **changes):
+    return replace_fields(config, **changes)
 
 
 def check_sequence_numbers(chk, name, state):
@@ -636,16 +808,19 @@ def check_exchange(chk, where, x, session, state, log):
     chk.holds("no request after close (§16: the session is deleted)", not log.closed)
     type_ = message_type(chk, x["type"])
     payload = h(x["payload"])
-    request = check_request(chk, session, state, type_, x["seq"], payload, x["envelope"])
+    request = check_request(chk, session, state, type_, x["seq"], payload, x["envelope"], log)
     media_id = ""
     if type_ == ref.MESSAGE_TYPES["chunk"]:
         reply_header, media_id = chunk_reply(chk, session, state, request, payload, h(x["answer"]), log)
     elif type_ in (ref.MESSAGE_TYPES["catalog"], ref.MESSAGE_TYPES["close"]):
         chk.equal("payload (§12: empty)", "", x["payload"])
+        state.accounting.admit(type_, EPOCH_AGE_SECONDS)
         reply_header = ref.ReplyHeader(type_, 0, request.epoch, request.seq)
+        state.accounting.count_reply(len(h(x["answer"])))
     else:
         chk.fail(f"exchange of type {x['type']!r} is not a catalog, chunk or close")
     check_reply(chk, session, state, request, reply_header, media_id, x["answer"], x["reply"])
+    log.replies += 1
     if type_ == ref.MESSAGE_TYPES["catalog"]:
         check_catalog(chk, session, h(x["answer"]))
     if type_ == ref.MESSAGE_TYPES["close"]:
@@ -666,7 +841,7 @@ def chunk_reply(chk, session, state, request, payload, answer, log):
     chk.equal("answer length (§13)", ref.chunk_length(index, session.chunk_size, media_size), len(answer))
     chk.equal_hex(f"answer (§12: bytes {start} … {end - 1} of the medium)",
                   session.media[media_id][start:end].hex(), answer)
-    state.accounting.accept_chunk(EPOCH_AGE_SECONDS)
+    state.accounting.admit(request.type, EPOCH_AGE_SECONDS)
     header = ref.chunk_reply_header(state.accounting, request, index, media_size, EPOCH_AGE_SECONDS)
     log.chunk_flags.add(header.flags)
     log.short_chunks += end - start < session.chunk_size
@@ -675,12 +850,18 @@ def chunk_reply(chk, session, state, request, payload, answer, log):
 
 def check_session_coverage(chk, log):
     """The session exercises both values of both flags (§13 FlagFinal, §15
-    FlagRekeySoon) and a short last chunk that gives bytes back (§15)."""
+    FlagRekeySoon), a short last chunk that gives bytes back (§15), and
+    requests with and without the ticket (§16), those with it being epoch
+    0's first numbers (the client drops the ticket for good)."""
     chk.at("coverage")
     for name, flag in (("FlagFinal", ref.FLAG_FINAL), ("FlagRekeySoon", ref.FLAG_REKEY_SOON)):
         chk.equal(f"chunk replies with and without {name}", [False, True],
                   sorted({bool(flags & flag) for flags in log.chunk_flags}))
     chk.holds("a short last chunk", log.short_chunks > 0)
+    chk.equal("epoch 0 requests with the ticket (0 … m−1)", list(range(len(log.ticket_seqs))),
+              sorted(log.ticket_seqs))
+    chk.holds("requests with and without the ticket",
+              bool(log.ticket_seqs) and log.requests_without_ticket > 0)
 
 
 def check_catalog(chk, session, answer):
@@ -702,7 +883,7 @@ def check_rekey(chk, r, session, state, log):
     chk.equal_hex("request_payload key_share", rekey_request.key_share.hex(),
                   ref.key_share(group, client_private))
     request = check_request(chk, session, state, ref.MESSAGE_TYPES["rekey"], state.next_unused_seq(), payload,
-                            r["envelope"])
+                            r["envelope"], log)
     hello_raw = h(r["rekey_hello"])
     hello = ref.parse_rekey_hello(hello_raw, state.number + 1)
     chk.equal_hex("rekey_hello key_share", hello.key_share.hex(), ref.key_share(group, server_private))
@@ -715,10 +896,12 @@ def check_rekey(chk, r, session, state, log):
     transcript = ref.transcript_hash(suite.hash, ref.REKEY_TRANSCRIPT_CONTEXT, parts)
     chk.equal_hex("transcript_hash", r["transcript_hash"], transcript)
     chk.equal_hex("signature (re-signed)", r["signature"], ref.ed25519_sign(session.server_seed, transcript))
-    check_signed(chk, "signed", h(r["signed"]), r["rekey_hello"], r["signature"], session.server_key,
-                 transcript)
+    signed = check_signed(chk, "signed", h(r["signed"]), r["rekey_hello"], r["signature"], session.server_key,
+                          transcript)
+    chk.holds("signed carries no ticket (only the handshake's does, §16)", signed.ticket is None)
     reply_header = ref.ReplyHeader(request.type, 0, request.epoch, request.seq)
     check_reply(chk, session, state, request, reply_header, "", r["signed"], r["reply"])
+    log.replies += 1
     return client_side, transcript, hello.limits
 
 # ---------------------------------------------------------------------------
@@ -903,6 +1086,60 @@ def self_test_verifiers(vectors):
     return unnoticed
 
 
+def lax_ticket_ads():
+    """Ticket ADs the format forbids, each in place of drmref.ticket_ad."""
+    return {
+        "no key id": lambda key_id: ref.TICKET_CONTEXT,
+        "no context": lambda key_id: ref.uint(32, key_id),
+        "none": lambda key_id: b"",
+    }
+
+
+def self_test_tickets(vectors):
+    """Negative checks of §16's tickets: every byte of the session's ticket
+    altered makes it refuse to open (with a key store that hands out the key
+    for any id, so the key id is held by the AD alone), and so does every
+    wrong AD; every byte of the ticket in the first request's header altered
+    makes the request refuse to open (the AD is the whole header); and a
+    reference with a lax ticket AD fails the session check."""
+    s, unnoticed = vectors["session"], []
+    t = s["ticket"]
+    key, ticket = h(t["key"]), h(t["ticket"])
+    for offset in range(len(ticket)):
+        if ticket_opens(lambda _id: key, flip_bit(ticket, offset)):
+            unnoticed.append(f"ticket byte {offset} altered")
+    for what, ad in wrong_ticket_ads(t["key_id"]).items():
+        if ticket_unseals(key, ticket, ad):
+            unnoticed.append(f"ticket AD: {what}")
+    print(f"self-test ticket: {len(ticket)} altered bytes, {len(wrong_ticket_ads(0))} wrong ADs")
+
+    suite = ref.parse_suite(s["suite"])
+    c2s = ref.derive_traffic_keys(suite, h(s["epoch0"]["epoch_secret"]), "c2s")
+    envelope = h(s["exchanges"][0]["envelope"])
+    header = ref.decode_request_header(envelope)
+    if header.ticket is None or not request_opens(suite, c2s, envelope):
+        unnoticed.append("the first request carries no ticket, or does not open")
+    start = ref.ENVELOPE_HEADER_LEN + 2
+    for offset in range(start, ref.request_header_len(header)):
+        if request_opens(suite, c2s, flip_bit(envelope, offset)):
+            unnoticed.append(f"exchanges[0] envelope: ticket byte {offset - start} altered")
+    print(f"self-test ticket in a request header: {ref.request_header_len(header) - start} altered bytes")
+
+    strict = ref.ticket_ad
+    for name, lax in lax_ticket_ads().items():
+        ref.ticket_ad = lax
+        try:
+            check_section("session", s)
+            unnoticed.append(f"lax ticket AD: {name}")
+        except Mismatch as err:
+            if VERBOSE:
+                print(f"  {name}: {err}")
+        finally:
+            ref.ticket_ad = strict
+        print(f"self-test lax ticket AD: {name}, in session")
+    return unnoticed
+
+
 VERBOSE = os.environ.get("DRMREF_VERBOSE") == "1"
 
 
@@ -928,12 +1165,13 @@ def self_test(vectors):
         print(f"self-test {name:17} {tried:4} one-bit corruptions")
     print(f"self-test: excused (ML-KEM-768 only, README.md): {', '.join(excused) or 'none'}")
     undetected += [f"lax verifier: {item}" for item in self_test_verifiers(vectors)]
+    undetected += self_test_tickets(vectors)
     if undetected:
         print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
         for item in undetected:
             print(f"  {item}", file=sys.stderr)
         return False
-    print("self-test: every corruption and every lax verifier was detected")
+    print("self-test: every corruption, lax verifier, tampered ticket and wrong ticket AD was detected")
     return True
 
 

@@ -4,6 +4,13 @@ Written from docs/PROTOCOL.md alone, never from the Go code in protocol/, so
 that check_vectors.py can tell when the code (and the vectors it generates)
 and the specification drift apart. "§n" is section n of docs/PROTOCOL.md.
 
+Exception, until docs/PROTOCOL.md describes them: session tickets (the
+ServerHello's `endpoint`, the ticket beside the Signed ServerHello, the
+ticket flag of a request header, §16's resumption) and the epoch accounting
+of this revision (§15) are written from the formats the Go package
+documents (protocol/ticket.go, record.go, server_session.go), read as a
+specification, never by running them. They are marked "not in the spec yet".
+
 Only what the vectors exercise is here: no networking or session store; the
 replay window by its rule (§14), not its bitmap; the four §9 signature
 schemes, of which only Ed25519 signs (the others are randomised, so the
@@ -14,6 +21,7 @@ caller.
 """
 
 import base64
+import calendar
 import hashlib
 import hmac
 import json
@@ -55,6 +63,16 @@ MAX_REQUEST_SIZE = 16384
 MAX_MEDIA_ID_LEN = 1024
 MIN_CHUNK_SIZE = 1024
 MAX_CHUNK_SIZE = 8 * 1024 * 1024
+
+# §16 session tickets (not in the spec yet): key id, nonce, key sizes; the
+# largest ticket a request may carry; how long after the handshake (and how
+# far before it, for clocks that differ) a ticket is accepted by default.
+TICKET_KEY_ID_LEN = 4
+TICKET_NONCE_LEN = 12
+TICKET_KEY_LEN = 32
+MAX_TICKET_LEN = 1024
+TICKET_LIFETIME_SECONDS = 60
+TICKET_CLOCK_SKEW_SECONDS = 60
 
 # §14: 16 blocks of 64 bits, of which 15 are the usable window.
 REPLAY_WINDOW_SIZE = (16 - 1) * 64
@@ -571,6 +589,13 @@ def derive_epoch(hash_, shared, transcript, previous_chain=None):
     salt = previous_chain if previous_chain is not None else bytes(hash_.length)
     prk = hkdf_extract(hash_, salt, shared)
     secret = expand_label(hash_, prk, EPOCH_LABEL, transcript, hash_.length)
+    return epoch_from_secret(hash_, secret, transcript, prk)
+
+
+def epoch_from_secret(hash_, secret, transcript, prk=None):
+    """§10 from the epoch secret on: the chain value (the traffic keys are
+    derive_traffic_keys). A server that resumes a session from its ticket
+    (§16) starts here: the ticket holds the secret, not the shared secret."""
     chain = expand_label(hash_, secret, CHAIN_LABEL, b"", hash_.length)
     return Epoch(prk, secret, chain, transcript)
 
@@ -718,6 +743,9 @@ def open_sealed(suite, keys, seq, sealed, ad):
 MESSAGE_TYPES = {"catalog": 1, "chunk": 2, "rekey": 3, "close": 4, "client-auth": 5}
 SERVED_TYPES = range(1, 5)  # client-auth (5) is reserved (§17)
 REQUEST_HEADER = struct.Struct(">BB16sIQ")
+# Not in the spec yet: the top bit of the type byte says that the session's
+# ticket (§16) follows the 30 bytes, as uint16 length ‖ ticket.
+TICKET_FLAG = 0x80
 
 
 @dataclass(frozen=True)
@@ -726,36 +754,66 @@ class RequestHeader:
     session_id: bytes
     epoch: int
     seq: int
+    ticket: bytes = None  # §16: sent until the client opened a reply; None: none
 
 
 def encode_request_header(header):
-    """§12: version ‖ type ‖ session_id ‖ uint32 epoch ‖ uint64 seq (30 bytes)."""
-    return REQUEST_HEADER.pack(VERSION, header.type, header.session_id, header.epoch, header.seq)
+    """§12: version ‖ type ‖ session_id ‖ uint32 epoch ‖ uint64 seq (30 bytes);
+    with a ticket, type | 0x80 and then uint16(len(ticket)) ‖ ticket."""
+    type_, tail = header.type, b""
+    if header.ticket is not None:
+        if not 1 <= len(header.ticket) <= MAX_TICKET_LEN:
+            raise ProtocolError("malformed", f"a ticket of {len(header.ticket)} bytes")
+        type_ |= TICKET_FLAG
+        tail = uint(16, len(header.ticket)) + header.ticket
+    return REQUEST_HEADER.pack(VERSION, type_, header.session_id, header.epoch, header.seq) + tail
+
+
+def request_header_len(header):
+    """Where the sealed payload starts: 30, plus 2 + len(ticket) with a ticket."""
+    return ENVELOPE_HEADER_LEN + (0 if header.ticket is None else 2 + len(header.ticket))
 
 
 def seal_request(suite, c2s_keys, header, payload):
-    """§12: header ‖ Seal(c2s keys, seq, payload, AD = the 30-byte header)."""
+    """§12: header ‖ Seal(c2s keys, seq, payload, AD = the whole header, its
+    ticket included)."""
     encoded = encode_request_header(header)
     return encoded + seal(suite, c2s_keys, header.seq, payload, encoded)
 
 
-def parse_request_header(envelope):
-    """§12 server steps 1-2: size, version and type, before any key is used."""
+def decode_request_header(envelope):
+    """§12 server step 1, the layout: size, version, the type byte's ticket
+    flag and the ticket it announces (present, not empty, not truncated)."""
     if not ENVELOPE_HEADER_LEN <= len(envelope) <= MAX_REQUEST_SIZE:
         raise ProtocolError("malformed", f"envelope of {len(envelope)} bytes")
     version, type_, session_id, epoch, seq = REQUEST_HEADER.unpack(envelope[:ENVELOPE_HEADER_LEN])
     if version != VERSION:
         raise ProtocolError("version", f"version {version}")
-    if type_ not in SERVED_TYPES:
-        raise ProtocolError("wrong-message", f"type {type_}")
-    return RequestHeader(type_, session_id, epoch, seq)
+    ticket = None
+    if type_ & TICKET_FLAG:
+        rest = envelope[ENVELOPE_HEADER_LEN:]
+        if len(rest) < 2 or int.from_bytes(rest[:2], "big") > len(rest) - 2:
+            raise ProtocolError("malformed", "truncated ticket")
+        ticket = rest[2 : 2 + int.from_bytes(rest[:2], "big")]
+        if not ticket:
+            raise ProtocolError("malformed", "empty ticket")
+    return RequestHeader(type_ & ~TICKET_FLAG, session_id, epoch, seq, ticket)
+
+
+def parse_request_header(envelope):
+    """§12 server steps 1-2: layout, then a type this revision serves, before
+    any key is used."""
+    header = decode_request_header(envelope)
+    if header.type not in SERVED_TYPES:
+        raise ProtocolError("wrong-message", f"type {header.type}")
+    return header
 
 
 def open_request(suite, c2s_keys, envelope):
     """§12 server step 5: the header is trusted only once the payload opened."""
     header = parse_request_header(envelope)
-    ad = envelope[:ENVELOPE_HEADER_LEN]
-    return header, open_sealed(suite, c2s_keys, header.seq, envelope[ENVELOPE_HEADER_LEN:], ad)
+    n = request_header_len(header)
+    return header, open_sealed(suite, c2s_keys, header.seq, envelope[n:], envelope[:n])
 
 
 def valid_media_id(media_id):
@@ -895,8 +953,12 @@ class ReplayWindow:
 
 # ---------------------------------------------------------------------------
 # §15 Key epochs: limits and accounting
-
-NO_LIMIT_REMAINING = 0xFFFFFFFF
+#
+# As this revision's server counts (not in the spec yet, which still says
+# that a limit of 0 disables it, that only chunks are limited and that
+# FlagRekeySoon compares with limits.chunks/16): every limit is set; chunk
+# and catalog requests are refused once the epoch cannot serve them, rekey
+# and close requests never; every sealed reply's plaintext counts.
 
 
 @dataclass(frozen=True)
@@ -915,37 +977,54 @@ class EpochAccounting:
     chunks: int = 0
     bytes: int = 0
 
-    def accept_chunk(self, age_seconds):
-        """Counts a chunk request at acceptance, or refuses it (rekey-required)."""
+    def __post_init__(self):
         lim = self.limits
+        if not (lim.chunks and lim.bytes and lim.age_seconds) or lim.bytes < self.chunk_size:
+            raise ProtocolError("malformed", f"epoch limits {lim} (each must be set, bytes ≥ one chunk)")
+
+    def admit(self, type_, age_seconds):
+        """At acceptance: refuses (rekey-required) a chunk request beyond the
+        chunk limit, or that cannot reserve a whole chunk of bytes, and a
+        catalog request once the bytes are spent, either once the epoch is
+        as old as its limit; counts an accepted chunk. Other types pass."""
+        chunk = type_ == MESSAGE_TYPES["chunk"]
+        if not chunk and type_ != MESSAGE_TYPES["catalog"]:
+            return
+        lim, reserve = self.limits, self.chunk_size if chunk else 1
         if (
-            (lim.chunks and self.chunks >= lim.chunks)
-            or (lim.bytes and self.bytes + self.chunk_size > lim.bytes)
-            or (lim.age_seconds and age_seconds >= lim.age_seconds)
+            (chunk and self.chunks >= lim.chunks)
+            or self.bytes + reserve > lim.bytes
+            or age_seconds >= lim.age_seconds
         ):
             raise ProtocolError("rekey-required", "epoch limits reached")
-        self.chunks += 1
-        self.bytes += self.chunk_size
+        if chunk:
+            self.chunks += 1
+            self.bytes += self.chunk_size
 
     def give_back(self, sent):
         """A short (last) chunk returns the bytes it reserved but did not use."""
         self.bytes -= self.chunk_size - sent
 
+    def count_reply(self, plaintext_len):
+        """A catalog or close reply's plaintext counts when it is sealed."""
+        self.bytes += plaintext_len
+
+    def capacity(self):
+        """How many chunks a fresh epoch serves: both limits, in whole chunks."""
+        return min(self.limits.chunks, self.limits.bytes // self.chunk_size)
+
     def remaining(self):
-        """min(chunks left, whole chunk_size-s of bytes left) over the set limits."""
-        candidates = []
-        if self.limits.chunks:
-            candidates.append(self.limits.chunks - self.chunks)
-        if self.limits.bytes:
-            candidates.append((self.limits.bytes - self.bytes) // self.chunk_size)
-        return min(candidates, default=NO_LIMIT_REMAINING)
+        """min(chunks left, whole chunk_size-s of bytes left)."""
+        lim = self.limits
+        chunks_left = lim.chunks - min(self.chunks, lim.chunks)
+        return min(chunks_left, (lim.bytes - min(self.bytes, lim.bytes)) // self.chunk_size)
 
     def rekey_soon(self, age_seconds):
-        """FlagRekeySoon: remaining ≤ max(16, chunks/16) (remaining is whole, so
-        ⌊chunks/16⌋ decides alike), or age ≥ 15/16 of the age limit."""
-        if self.remaining() <= max(16, self.limits.chunks // 16):
+        """FlagRekeySoon: remaining ≤ max(16, ⌊capacity/16⌋), or age ≥ the age
+        limit less a sixteenth of it."""
+        if self.remaining() <= max(16, self.capacity() // 16):
             return True
-        return bool(self.limits.age_seconds) and 16 * age_seconds >= 15 * self.limits.age_seconds
+        return 16 * age_seconds >= 15 * self.limits.age_seconds
 
 
 def chunk_reply_header(accounting, request, index, media_size, age_seconds):
@@ -1026,7 +1105,8 @@ def _at_least_one(items, what):
 
 
 def parse_limits(obj):
-    """§6 EpochLimits; 0 disables a limit."""
+    """§6 EpochLimits (the spec: 0 disables a limit; this revision's server
+    sets each, see EpochAccounting)."""
     return EpochLimits(obj["chunks"], obj["bytes"], obj["age_seconds"])
 
 
@@ -1055,6 +1135,7 @@ def parse_client_hello(raw):
 @dataclass(frozen=True)
 class ServerHello:
     random: bytes
+    endpoint: str
     suite: str
     session_id: bytes
     key_share: bytes
@@ -1064,18 +1145,25 @@ class ServerHello:
     credentials_requested: list
 
 
-def parse_server_hello(raw, offered_suites):
+def parse_server_hello(raw, offered_suites, expected_endpoint=None):
     """§6 ServerHello with the client's checks of the message itself; the
-    certificate chain is checked by verify_certificate_chain."""
+    certificate chain is checked by verify_certificate_chain. Not in the spec
+    yet: `endpoint`, the signed name of what the client talks to, not empty,
+    and the one the client expects when it expects one."""
     obj = _json_object(raw)
     if obj.get("version") != VERSION:
         raise ProtocolError("version", repr(obj.get("version")))
     if obj["suite"] not in offered_suites:
         raise ProtocolError("unexpected-reply", f"suite {obj['suite']} was not offered")
+    if not isinstance(obj.get("endpoint"), str) or not obj["endpoint"]:
+        raise ProtocolError("malformed", "the server named no endpoint")
+    if expected_endpoint is not None and obj["endpoint"] != expected_endpoint:
+        raise ProtocolError("wrong-endpoint", f"{obj['endpoint']!r}, not {expected_endpoint!r}")
     if not MIN_CHUNK_SIZE <= obj["chunk_size"] <= MAX_CHUNK_SIZE:
         raise ProtocolError("malformed", f"chunk size {obj['chunk_size']}")
     return ServerHello(
         random=_fixed_bytes(obj["random"], RANDOM_LEN, "random"),
+        endpoint=obj["endpoint"],
         suite=obj["suite"],
         session_id=_fixed_bytes(obj["session_id"], SESSION_ID_LEN, "session id"),
         key_share=b64decode(obj["key_share"]),
@@ -1125,6 +1213,11 @@ def certificate_signed_by(cert, issuer_public_key):
     return False
 
 
+def certificate_not_after(cert):
+    """The end of the certificate's validity, in Unix seconds."""
+    return calendar.timegm(cert.not_valid_after.utctimetuple())
+
+
 def is_self_signed(cert):
     return cert.issuer == cert.subject and certificate_signed_by(cert, cert.public_key())
 
@@ -1162,14 +1255,28 @@ def public_key_bytes(public_key):
 class Signed:
     message: bytes  # the exact bytes, as carried
     signature: bytes
+    ticket: bytes = None  # beside the handshake's ServerHello only (§16)
 
 
 def parse_signed(raw):
-    """§6 Signed{message, signature}: message kept byte for byte."""
+    """§6 Signed{message, signature}: message kept byte for byte. Not in the
+    spec yet: `ticket` (base64, omitted when none), unsigned — it seals the
+    epoch secret the signed transcript produces, so cannot be inside it."""
     if len(raw) > MAX_HANDSHAKE_SIZE:
         raise ProtocolError("malformed", f"{len(raw)} bytes of Signed")
     members = raw_members(raw)
-    return Signed(members["message"], b64decode(json.loads(members["signature"])))
+    ticket = json.loads(members.get("ticket", b"null"))
+    return Signed(members["message"], b64decode(json.loads(members["signature"])),
+                  None if ticket is None else b64decode(ticket))
+
+
+def handshake_ticket(signed):
+    """The client's check of the handshake reply's ticket: present, at most
+    MAX_TICKET_LEN bytes (it goes into request headers)."""
+    if signed.ticket is None or not 1 <= len(signed.ticket) <= MAX_TICKET_LEN:
+        size = 0 if signed.ticket is None else len(signed.ticket)
+        raise ProtocolError("malformed", f"a ticket of {size} bytes")
+    return signed.ticket
 
 
 @dataclass(frozen=True)
@@ -1203,3 +1310,129 @@ def parse_rekey_hello(raw, expected_epoch):
         key_share=b64decode(obj["key_share"]),
         limits=parse_limits(obj["limits"]),
     )
+
+
+# ---------------------------------------------------------------------------
+# §16 Session tickets (not in the spec yet)
+#
+# The server keeps nothing after a handshake: it seals the new session's
+# starting state into a ticket, which the client sends with its requests
+# until it has opened a reply; the server rebuilds the session from the
+# ticket of the first request that authenticates.
+
+TICKET_CONTEXT = LABEL_PREFIX + b"ticket\0"
+
+
+@dataclass(frozen=True)
+class TicketState:
+    session_id: bytes
+    endpoint: str
+    suite: str
+    chunk_size: int
+    limits: EpochLimits
+    identity: bytes  # SHA-256 of the leaf certificate that signed the handshake
+    issued: int  # Unix seconds
+    epoch_secret: bytes  # of epoch 0
+    transcript_hash: bytes  # of the handshake
+
+
+def ticket_ad(key_id):
+    """The ticket's associated data: context ‖ uint32 key id, so a ticket
+    opens only as a ticket of this protocol, under the key id it names."""
+    return TICKET_CONTEXT + uint(32, key_id)
+
+
+def seal_ticket(key, key_id, nonce, state):
+    """uint32 key id ‖ nonce(12) ‖ AES-256-GCM(key, nonce, state, AD =
+    ticket_ad(key id)); the server draws the nonce at random."""
+    if len(key) != TICKET_KEY_LEN or len(nonce) != TICKET_NONCE_LEN:
+        raise ValueError(f"ticket key of {len(key)} bytes, nonce of {len(nonce)}")
+    return uint(32, key_id) + nonce + AESGCM(key).encrypt(nonce, state, ticket_ad(key_id))
+
+
+def unseal_ticket(key, ticket, ad):
+    """The AES-256-GCM half of open_ticket, with the AD given: refuses
+    (unknown-session) what does not authenticate."""
+    start = TICKET_KEY_ID_LEN + TICKET_NONCE_LEN
+    try:
+        return AESGCM(key).decrypt(ticket[TICKET_KEY_ID_LEN:start], ticket[start:], ad)
+    except (InvalidTag, ValueError):
+        raise ProtocolError("unknown-session", "the ticket does not open") from None
+
+
+def open_ticket(lookup_key, ticket):
+    """The ticket's state (JSON bytes). lookup_key(key id) is the ticket key
+    of that id while its tickets are valid, else None; every refusal is
+    unknown-session (the client runs a new handshake)."""
+    if not TICKET_KEY_ID_LEN + TICKET_NONCE_LEN <= len(ticket) <= MAX_TICKET_LEN:
+        raise ProtocolError("unknown-session", f"a ticket of {len(ticket)} bytes")
+    key_id = int.from_bytes(ticket[:TICKET_KEY_ID_LEN], "big")
+    key = lookup_key(key_id)
+    if key is None:
+        raise ProtocolError("unknown-session", f"no ticket key {key_id}")
+    return unseal_ticket(key, ticket, ticket_ad(key_id))
+
+
+def parse_ticket_state(raw):
+    """The JSON ticket state: byte strings in base64 (§3), limits as in §6."""
+    obj = _json_object(raw, MAX_TICKET_LEN)
+    try:
+        return TicketState(
+            session_id=b64decode(obj["session_id"]),
+            endpoint=obj["endpoint"],
+            suite=obj["suite"],
+            chunk_size=obj["chunk_size"],
+            limits=parse_limits(obj["limits"]),
+            identity=b64decode(obj["identity"]),
+            issued=obj["issued"],
+            epoch_secret=b64decode(obj["epoch_secret"]),
+            transcript_hash=b64decode(obj["transcript_hash"]),
+        )
+    except (KeyError, TypeError) as err:
+        raise ProtocolError("unknown-session", f"the ticket does not parse: {err!r}") from None
+
+
+def certificate_identity(leaf_der):
+    """What a ticket names the server's identity by: SHA-256 of the leaf
+    certificate's DER."""
+    return hashlib.sha256(leaf_der).digest()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What a server resuming a session compares the ticket with."""
+
+    endpoint: str
+    suites: tuple  # names
+    identity: bytes  # certificate_identity of its leaf
+    chunk_size: int
+    limits: EpochLimits
+    ticket_lifetime: int = TICKET_LIFETIME_SECONDS
+
+
+def resume_session(config, lookup_key, ticket, session_id, now):
+    """§16, the server: the session `session_id` (from the request header)
+    rebuilt from its ticket: the ticket opens, is fresh (issued at most
+    ticket_lifetime seconds ago, at most a minute ahead), names this session
+    and this endpoint, a suite still accepted, and the identity, chunk size
+    and limits this server still has; its secrets have the suite's hash
+    size. Returns the state and epoch 0 (§10 from its secret)."""
+    state = parse_ticket_state(open_ticket(lookup_key, ticket))
+    age = now - state.issued
+    refusal = None
+    if not -TICKET_CLOCK_SKEW_SECONDS <= age <= config.ticket_lifetime:
+        refusal = f"a ticket issued {age} s ago"
+    elif state.session_id != session_id:
+        refusal = "the ticket is another session's"
+    elif state.endpoint != config.endpoint:
+        refusal = f"the ticket is for endpoint {state.endpoint!r}"
+    elif state.suite not in config.suites:
+        refusal = f"the ticket's suite {state.suite} is no longer accepted"
+    elif (state.identity, state.chunk_size, state.limits) != (config.identity, config.chunk_size, config.limits):
+        refusal = "the ticket was made under another configuration"
+    if refusal:
+        raise ProtocolError("unknown-session", refusal)
+    hash_ = parse_suite(state.suite).hash
+    if len(state.epoch_secret) != hash_.length or len(state.transcript_hash) != hash_.length:
+        raise ProtocolError("unknown-session", "the ticket's secrets have the wrong size")
+    return state, epoch_from_secret(hash_, state.epoch_secret, state.transcript_hash)
