@@ -154,7 +154,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = sessionPoolKey(cfg, h.SessionIdleTimeout, h.MaxSessions, h.UnusedHandshakesPerAddress)
 	st, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newPoolState(time.Duration(h.SessionIdleTimeout), h.MaxSessions, cfg.TicketLifetime, h.UnusedHandshakesPerAddress), nil
+		return newPoolState(cfg.Endpoint, time.Duration(h.SessionIdleTimeout), h.MaxSessions, cfg.TicketLifetime, h.UnusedHandshakesPerAddress), nil
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
@@ -27,9 +28,11 @@ type poolState struct {
 	budget  *handshakeBudget
 }
 
-func newPoolState(idle time.Duration, maxSessions int, ticketLifetime time.Duration, unusedHandshakes int) *poolState {
+func newPoolState(endpoint string, idle time.Duration, maxSessions int, ticketLifetime time.Duration, unusedHandshakes int) *poolState {
+	store := newMemoryStore(idle, maxSessions, ticketLifetime)
+	store.live = metricSessions.WithLabelValues(endpoint)
 	return &poolState{
-		store:   newMemoryStore(idle, maxSessions, ticketLifetime),
+		store:   store,
 		tickets: newTicketKeyring(ticketLifetime),
 		budget:  newHandshakeBudget(unusedHandshakes, time.Second),
 	}
@@ -86,6 +89,7 @@ type memoryStore struct {
 	max    int
 	ticket time.Duration // how long a ticket lives
 	now    func() time.Time
+	live   prometheus.Gauge // the sessions held, for the metrics
 
 	mu       sync.Mutex
 	sessions map[protocol.SessionID]*storedSession
@@ -106,6 +110,7 @@ func newMemoryStore(idle time.Duration, maxSessions int, ticketLifetime time.Dur
 		max:      maxSessions,
 		ticket:   ticketLifetime,
 		now:      time.Now,
+		live:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"}),
 		sessions: make(map[protocol.SessionID]*storedSession),
 		ended:    make(map[protocol.SessionID]time.Time),
 		stop:     make(chan struct{}),
@@ -169,6 +174,7 @@ func (m *memoryStore) Redeem(s *protocol.ServerSession) (*protocol.ServerSession
 		}
 	}
 	m.sessions[id] = &storedSession{s: s, lastUsed: now}
+	m.live.Inc()
 	return s, nil
 }
 
@@ -188,6 +194,7 @@ func (m *memoryStore) Delete(id protocol.SessionID) {
 // has, no more). m.mu must be held.
 func (m *memoryStore) endLocked(id protocol.SessionID, s *protocol.ServerSession, now time.Time) {
 	delete(m.sessions, id)
+	m.live.Dec()
 	s.Close()
 	if len(m.ended) >= m.max {
 		m.forgetEndedLocked(now)
@@ -259,6 +266,7 @@ func (m *memoryStore) Destruct() error {
 	m.mu.Lock()
 	for id, e := range m.sessions {
 		delete(m.sessions, id)
+		m.live.Dec()
 		e.s.Close()
 	}
 	m.mu.Unlock()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
@@ -48,6 +50,7 @@ func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
 		max:      maxSessions,
 		ticket:   time.Minute,
 		now:      clock.now,
+		live:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "test_sessions"}),
 		sessions: make(map[protocol.SessionID]*storedSession),
 		ended:    make(map[protocol.SessionID]time.Time),
 		stop:     make(chan struct{}),
@@ -143,6 +146,43 @@ func TestMemoryStoreIdleExpiry(t *testing.T) {
 	if _, ok := m.Get(session(9).ID()); ok {
 		t.Fatal("unknown id found")
 	}
+}
+
+// TestSessionsGauge: the caddy_drm_sessions gauge follows the sessions
+// held through every way in and out.
+func TestSessionsGauge(t *testing.T) {
+	m, clock := testStore(time.Minute, 10)
+	check := func(step string, want int) {
+		t.Helper()
+		if got := testutil.ToFloat64(m.live); got != float64(want) || m.Len() != want {
+			t.Fatalf("%s: gauge %v, Len %d, want %d", step, got, m.Len(), want)
+		}
+	}
+	check("empty", 0)
+	for i := range 4 {
+		if err := add(m, session(20+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(m, session(20)); err != nil { // another request of a held session
+		t.Fatal(err)
+	}
+	check("four redeemed, one twice", 4)
+	m.Delete(session(20).ID())
+	m.Delete(session(20).ID())
+	check("one closed twice", 3)
+	clock.advance(2 * time.Minute)
+	m.Get(session(21).ID())
+	check("one found expired", 2)
+	m.mu.Lock()
+	m.sweepLocked(clock.now())
+	m.mu.Unlock()
+	check("swept", 0)
+	if err := add(m, session(25)); err != nil {
+		t.Fatal(err)
+	}
+	m.Destruct()
+	check("destructed", 0)
 }
 
 func TestMemoryStoreMaxAndSweep(t *testing.T) {
