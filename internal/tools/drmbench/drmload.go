@@ -110,7 +110,8 @@ func (b *bench) verifier() func([][]byte) (*x509.Certificate, error) {
 
 // handshake runs one full handshake against prefixURL over hc: Start,
 // POST {prefix}/v1/handshake, Finish (certificate chain and transcript
-// signature checked). The session is left on the server.
+// signature checked). The server keeps nothing until the session's first
+// request (openSession).
 func handshake(ctx context.Context, hc *http.Client, prefixURL string, cfg *protocol.ClientConfig) (*protocol.ClientSession, error) {
 	hs, hello, err := cfg.Start()
 	if err != nil {
@@ -134,4 +135,39 @@ func handshake(ctx context.Context, hc *http.Client, prefixURL string, cfg *prot
 		return nil, fmt.Errorf("handshake: %s (Drm-Error %q)", resp.Status, resp.Header.Get("Drm-Error"))
 	}
 	return hs.Finish(reply)
+}
+
+// openSession runs a handshake and the session's first request (a
+// catalog), with which the server stores the session.
+func openSession(ctx context.Context, hc *http.Client, prefixURL string, cfg *protocol.ClientConfig) (*protocol.ClientSession, error) {
+	s, err := handshake(ctx, hc, prefixURL, cfg)
+	if err != nil {
+		return nil, err
+	}
+	req := s.NewCatalogRequest()
+	reply, err := postSealed(ctx, hc, strings.TrimSuffix(prefixURL, "/")+"/v1/catalog", req.Envelope())
+	if err != nil {
+		return nil, err
+	}
+	_, err = req.OpenReply(reply)
+	return s, err
+}
+
+// postSealed posts a request envelope and returns the sealed reply.
+func postSealed(ctx context.Context, hc *http.Client, url string, envelope []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(envelope))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, protocol.MaxReplySize+1))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s (Drm-Error %q)", url, resp.Status, resp.Header.Get("Drm-Error"))
+	}
+	return reply, err
 }

@@ -110,7 +110,7 @@ func main() {
 	cpBin := flag.String("clientproxy", filepath.Join(repo, "bin", "clientproxy"), "clientproxy binary (make clientproxy)")
 	out := flag.String("out", filepath.Join(repo, "bench", "results"), "directory for results.md, results.json and chart.png (quick mode: its quick/ subdirectory)")
 	quick := flag.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "small and fast (env BENCH_QUICK=1)")
-	only := flag.String("only", os.Getenv("BENCH_ONLY"), "comma-separated scenarios to run (1-6), default all (env BENCH_ONLY)")
+	only := flag.String("only", os.Getenv("BENCH_ONLY"), "comma-separated scenarios to run (1-7), default all (env BENCH_ONLY)")
 	profile := flag.String("profile", os.Getenv("BENCH_PROFILE"), "after measuring, write CPU profiles of Caddy and of the clients to this directory (env BENCH_PROFILE)")
 	sessmem := flag.Int("sessmem", 0, "internal: measure the heap of this many in-process server sessions and print JSON")
 	flag.Parse()
@@ -189,6 +189,7 @@ func (b *bench) run() error {
 		{"3", b.handshakeRate},
 		{"6", b.sessionMemoryCaddy},
 		{"5", b.listeners},
+		{"7", b.handshakeFlood},
 	} {
 		if !b.want(s.id) {
 			continue
