@@ -195,7 +195,7 @@ func (h *Handler) putBuf(b *[]byte) {
 }
 
 // fail refuses a request because of err, with the status the protocol
-// gives it (§14).
+// gives it (§4).
 func (h *Handler) fail(w http.ResponseWriter, err error) error {
 	status, _, _ := protocol.Refusal(err)
 	return h.failWith(w, status, err)

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -83,13 +82,17 @@ type SessionStore interface {
 // memoryStore is the default, in-process SessionStore: a map with an idle
 // timeout, swept lazily when full and periodically by a janitor. It
 // remembers the sessions that ended for as long as their tickets live, so
-// a replayed ticket cannot bring one back.
+// a replayed ticket cannot bring one back: its first request would be
+// answered again under the same key and nonce. That memory is never cut
+// short; when it is full (maxEnded), new sessions are refused until
+// tickets expire — the store fails closed.
 type memoryStore struct {
-	idle   time.Duration
-	max    int
-	ticket time.Duration // how long a ticket lives
-	now    func() time.Time
-	live   prometheus.Gauge // the sessions held, for the metrics
+	idle     time.Duration
+	max      int
+	maxEnded int
+	ticket   time.Duration // how long a ticket lives
+	now      func() time.Time
+	live     prometheus.Gauge // the sessions held, for the metrics
 
 	mu       sync.Mutex
 	sessions map[protocol.SessionID]*storedSession
@@ -108,6 +111,7 @@ func newMemoryStore(idle time.Duration, maxSessions int, ticketLifetime time.Dur
 	m := &memoryStore{
 		idle:     idle,
 		max:      maxSessions,
+		maxEnded: endedBound(maxSessions),
 		ticket:   ticketLifetime,
 		now:      time.Now,
 		live:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"}),
@@ -123,6 +127,11 @@ func newMemoryStore(idle time.Duration, maxSessions int, ticketLifetime time.Dur
 	}()
 	return m
 }
+
+// endedBound is how many ended sessions a store remembers at most: enough
+// for every session to end and be replaced several times within a
+// ticket's lifetime (a minute) before new ones wait.
+func endedBound(maxSessions int) int { return max(4*maxSessions, 1<<16) }
 
 // janitorPeriod is how often the janitor sweeps: a quarter of the idle
 // timeout, at least a second.
@@ -165,6 +174,12 @@ func (m *memoryStore) Redeem(s *protocol.ServerSession) (*protocol.ServerSession
 	if until, ok := m.ended[id]; ok && now.Before(until) {
 		return nil, fmt.Errorf("%w: the session has ended", protocol.ErrUnknownSession)
 	}
+	if len(m.ended) >= m.maxEnded {
+		m.forgetEndedLocked(now)
+		if len(m.ended) >= m.maxEnded {
+			return nil, fmt.Errorf("%w: %d sessions ended within a ticket's lifetime", protocol.ErrBusy, len(m.ended))
+		}
+	}
 	if len(m.sessions) >= m.max {
 		m.sweepLocked(now)
 		if len(m.sessions) >= m.max {
@@ -188,39 +203,18 @@ func (m *memoryStore) Delete(id protocol.SessionID) {
 }
 
 // endLocked removes a session, wipes it, and remembers that it ended for
-// as long as its ticket could bring it back. The memory of ended sessions
-// is bounded like the sessions: past max entries the oldest go (a ticket
-// replayed then repeats its first request under keys only its client
-// has, no more). m.mu must be held.
+// as long as its ticket could bring it back. m.mu must be held.
 func (m *memoryStore) endLocked(id protocol.SessionID, s *protocol.ServerSession, now time.Time) {
 	delete(m.sessions, id)
 	m.live.Dec()
 	s.Close()
-	if len(m.ended) >= m.max {
-		m.forgetEndedLocked(now)
-	}
 	m.ended[id] = now.Add(m.ticket)
 }
 
-// forgetEndedLocked drops the ended sessions whose tickets have expired,
-// and, if that is not enough, the half that expire first.
+// forgetEndedLocked drops the ended sessions whose tickets have expired.
 func (m *memoryStore) forgetEndedLocked(now time.Time) {
 	for id, until := range m.ended {
 		if !now.Before(until) {
-			delete(m.ended, id)
-		}
-	}
-	if len(m.ended) < m.max {
-		return
-	}
-	untils := make([]time.Time, 0, len(m.ended))
-	for _, u := range m.ended {
-		untils = append(untils, u)
-	}
-	slices.SortFunc(untils, time.Time.Compare)
-	cut := untils[len(untils)/2]
-	for id, until := range m.ended {
-		if !until.After(cut) {
 			delete(m.ended, id)
 		}
 	}

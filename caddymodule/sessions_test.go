@@ -48,6 +48,7 @@ func testStore(idle time.Duration, maxSessions int) (*memoryStore, *fakeClock) {
 	m := &memoryStore{
 		idle:     idle,
 		max:      maxSessions,
+		maxEnded: endedBound(maxSessions),
 		ticket:   time.Minute,
 		now:      clock.now,
 		live:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "test_sessions"}),
@@ -261,21 +262,44 @@ func TestMemoryStoreEndedStayEnded(t *testing.T) {
 	}
 }
 
-// TestMemoryStoreEndedIsBounded: the memory of ended sessions stays within
-// max entries however many end.
+// TestMemoryStoreEndedIsBounded: the memory of ended sessions is never
+// cut short (a forgotten one could be resumed from its ticket and answer
+// its first request again); when it is full, new sessions are refused
+// until the oldest tickets expire.
 func TestMemoryStoreEndedIsBounded(t *testing.T) {
-	m, _ := testStore(time.Minute, 4)
-	for i := range 20 {
+	m, clock := testStore(time.Minute, 4)
+	m.maxEnded = 8
+	for i := range 8 {
 		s := session(100 + i)
 		if err := add(m, s); err != nil {
-			t.Fatal(err)
+			t.Fatalf("session %d: %v", i, err)
 		}
 		m.Delete(s.ID())
-		m.mu.Lock()
-		n := len(m.ended)
-		m.mu.Unlock()
-		if n > 4 {
-			t.Fatalf("%d ended sessions remembered, bound 4", n)
+		clock.advance(time.Second)
+	}
+	if err := add(m, session(110)); !errors.Is(err, protocol.ErrBusy) {
+		t.Fatalf("a new session with the memory of ended ones full: %v, want ErrBusy", err)
+	}
+	for i := range 8 {
+		if _, err := m.Redeem(session(100 + i)); !errors.Is(err, protocol.ErrUnknownSession) {
+			t.Fatalf("ended session %d redeemed: %v", i, err)
+		}
+	}
+	// Session i ended at i seconds and is remembered for a minute: at
+	// 60.5 s the first is forgotten, the second is not.
+	clock.advance(52*time.Second + 500*time.Millisecond)
+	if err := add(m, session(110)); err != nil {
+		t.Fatalf("a new session once a ticket expired: %v", err)
+	}
+	if _, err := m.Redeem(session(101)); !errors.Is(err, protocol.ErrUnknownSession) {
+		t.Fatalf("an ended session whose ticket still lives redeemed: %v", err)
+	}
+}
+
+func TestEndedBound(t *testing.T) {
+	for _, c := range []struct{ max, want int }{{1, 1 << 16}, {16384, 1 << 16}, {16385, 65540}, {100000, 400000}} {
+		if got := endedBound(c.max); got != c.want {
+			t.Errorf("endedBound(%d) = %d, want %d", c.max, got, c.want)
 		}
 	}
 }

@@ -3,12 +3,8 @@ package caddymodule
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"net"
-	"net/http"
 	"sync"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // ticketKeyring holds the keys that seal the tickets of new sessions
@@ -82,92 +78,4 @@ func (k *ticketKeyring) forgetLocked(now time.Time) {
 		clear(last.key[:])
 		k.keys = k.keys[:len(k.keys)-1]
 	}
-}
-
-// handshakeBudget limits, per client address, the handshakes whose
-// sessions are never used. Each handshake takes a token of its address
-// and the first request of its session gives it back, so a listener who
-// uses the sessions it makes is never throttled however many share an
-// address, while one that only sends ClientHellos (each costs the server
-// a key exchange and a signature) runs dry after burst and then gets one
-// handshake per refill interval.
-type handshakeBudget struct {
-	burst  float64
-	refill time.Duration // for one token
-	now    func() time.Time
-
-	mu    sync.Mutex
-	addrs map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// maxBudgetAddrs bounds the addresses the budget tracks; past it, those
-// whose buckets are full again are forgotten (they lose nothing).
-const maxBudgetAddrs = 1 << 16
-
-func newHandshakeBudget(burst int, refill time.Duration) *handshakeBudget {
-	return &handshakeBudget{burst: float64(burst), refill: refill, now: time.Now, addrs: map[string]*bucket{}}
-}
-
-// take spends a token of addr, and reports whether there was one.
-func (b *handshakeBudget) take(addr string) bool {
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	bk := b.bucketLocked(addr, now)
-	if bk.tokens < 1 {
-		return false
-	}
-	bk.tokens--
-	return true
-}
-
-// refund gives back the token of a handshake whose session was used.
-func (b *handshakeBudget) refund(addr string) {
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	bk := b.bucketLocked(addr, now)
-	bk.tokens = min(b.burst, bk.tokens+1)
-}
-
-// bucketLocked returns addr's bucket, filled up for the time since it was
-// last seen.
-func (b *handshakeBudget) bucketLocked(addr string, now time.Time) *bucket {
-	bk, ok := b.addrs[addr]
-	if !ok {
-		if len(b.addrs) >= maxBudgetAddrs {
-			b.forgetFullLocked(now)
-		}
-		bk = &bucket{tokens: b.burst, at: now}
-		b.addrs[addr] = bk
-	}
-	bk.tokens = min(b.burst, bk.tokens+float64(now.Sub(bk.at))/float64(b.refill))
-	bk.at = now
-	return bk
-}
-
-func (b *handshakeBudget) forgetFullLocked(now time.Time) {
-	for addr, bk := range b.addrs {
-		if bk.tokens+float64(now.Sub(bk.at))/float64(b.refill) >= b.burst {
-			delete(b.addrs, addr)
-		}
-	}
-}
-
-// clientAddr is the address a request came from, as Caddy determines it:
-// the client IP behind trusted_proxies, else the connection's.
-func clientAddr(r *http.Request) string {
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		return ip
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

@@ -229,14 +229,24 @@ func (rk *Rekey) Finish(reply []byte) error {
 		return fmt.Errorf("%w: rekey to epoch %d from %d", ErrUnexpectedReply, hello.Epoch, old.number)
 	}
 	s := rk.request.session
+	if s.Epoch() != old.number {
+		// Another rekey finished first and retired old's chain.
+		return fmt.Errorf("%w: session moved to epoch %d during the rekey", ErrEpochRetired, s.Epoch())
+	}
 	th := transcriptHash(s.suite.hash, rekeyTranscriptContext, old.transcript, rk.payload, signed.Message)
 	if err := verifyTranscript(s.serverKey, th, signed.Signature); err != nil {
 		return err
+	}
+	if !s.now().Before(s.serverExpiry) {
+		// Signed by a key whose certificate has expired since the rekey
+		// began.
+		return fmt.Errorf("%w: the server certificate expired at %v", errCertificate, s.serverExpiry)
 	}
 	shared, err := rk.key.finish(hello.KeyShare)
 	if err != nil {
 		return err
 	}
+	defer wipe(shared)
 	next, err := newEpochKeys(s.suite, hello.Epoch, shared, old.chain, th)
 	if err != nil {
 		return err
@@ -246,6 +256,7 @@ func (rk *Rekey) Finish(reply []byte) error {
 	if s.current != old {
 		return fmt.Errorf("%w: session moved to epoch %d during the rekey", ErrEpochRetired, s.current.number)
 	}
+	old.retire()
 	s.current, s.seq, s.limits = next, 0, hello.Limits
 	return nil
 }

@@ -33,9 +33,10 @@ const (
 	maxSealOverhead = 16 + 48
 	// MaxReplySize bounds a sealed reply: the largest chunk, sealed.
 	MaxReplySize = ReplyHeaderSize + MaxChunkSize + maxSealOverhead
-	// MaxEpochBytes caps the plaintext one key epoch may protect in each
-	// direction: 2^34 bytes, far below what AES-GCM (the weakest bound of
-	// the ciphers) allows under one key, like TLS 1.3's record limits.
+	// MaxEpochBytes caps the plaintext the server seals under one key
+	// epoch (requests are small and counted by the chunk limit): 2^34
+	// bytes, far below what AES-GCM (the weakest bound of the ciphers)
+	// allows under one key, like TLS 1.3's record limits.
 	MaxEpochBytes = 1 << 34
 
 	// MinChunkSize and MaxChunkSize bound the chunk size a server may

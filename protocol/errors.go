@@ -47,7 +47,7 @@ type wireError struct {
 }
 
 // errorCodes gives each sentinel its wire code and the HTTP status a
-// server refuses with (§14): 4xx for what the client sent or must fix,
+// server refuses with (§4): 4xx for what the client sent or must fix,
 // 502/504 for the origin's trouble, 503 for a full server.
 var errorCodes = []wireError{
 	{ErrMalformed, "malformed", 400},
@@ -81,7 +81,7 @@ var privateDetails = []error{ErrOrigin, ErrOriginTimeout, ErrNotFound, ErrOutOfR
 // no-common-suite refusal listing the default suites.
 const maxReasonSize = 384
 
-// Refusal is how a server refuses a request because of err (§14): the
+// Refusal is how a server refuses a request because of err (§4): the
 // HTTP status, and the code and reason of the Drm-Error header ("code:
 // reason"). The reason is err's text with control characters replaced,
 // cut to maxReasonSize bytes. An error that wraps no sentinel is the

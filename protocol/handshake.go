@@ -100,6 +100,7 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer wipe(shared)
 	keys, err := newEpochKeys(suite, 0, shared, nil, th)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,5 +101,80 @@ func TestRekeySoonCountsTheEffectiveLimit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCatalogAndCloseCarryNothing: the requests without a structure must
+// be empty (§12), so none can smuggle bytes past the limits.
+func TestCatalogAndCloseCarryNothing(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{})
+	for _, typ := range []MessageType{MsgCatalog, MsgClose} {
+		for _, n := range []int{1, 2, 100} {
+			if _, err := p.server.OpenRequest(p.client.newRequest(typ, bytes.Repeat([]byte("x"), n)).Envelope()); !errors.Is(err, ErrMalformed) {
+				t.Errorf("a %s request with %d bytes: %v, want ErrMalformed", typ, n, err)
+			}
+		}
+		if _, err := p.server.OpenRequest(p.client.newRequest(typ, nil).Envelope()); err != nil {
+			t.Errorf("an empty %s request: %v", typ, err)
+		}
+	}
+}
+
+// TestClosedSessionsTakeNothing: after Close, a session opens no request,
+// and a rekey it had accepted before is refused rather than derived from
+// the wiped chain.
+func TestClosedSessionsTakeNothing(t *testing.T) {
+	p := newPair(t, DefaultSuites()[0], EpochLimits{})
+	rk, err := p.client.StartRekey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.server.OpenRequest(rk.Request().Envelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.server.Close()
+	if _, err := p.server.Rekey(a); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("a rekey accepted before Close, answered after: %v", err)
+	}
+	if _, err := p.server.OpenRequest(p.client.NewCatalogRequest().Envelope()); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("a request after Close: %v", err)
+	}
+}
+
+// TestRekeyFinishChecksTheCertificate: a rekey answer that arrives after
+// the server's certificate expired is refused, though its signature is
+// good.
+func TestRekeyFinishChecksTheCertificate(t *testing.T) {
+	id := testIdentity(t, "ed25519") // valid for an hour
+	c := &clock{t: time.Now()}
+	srv := testServer(t, ServerConfig{Suites: DefaultSuites()[:1], Identity: id, Now: c.now})
+	hs, hello, _ := (&ClientConfig{Suites: DefaultSuites()[:1], VerifyCertificate: pinned(id), Now: c.now}).Start()
+	ss, reply, err := srv.Accept(hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := hs.Finish(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, err := cs.StartRekey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ss.OpenRequest(rk.Request().Envelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := ss.Rekey(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.t = c.t.Add(2 * time.Hour)
+	if err := rk.Finish(answer); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("a rekey finished after the certificate expired: %v", err)
+	}
+	if cs.Epoch() != 0 {
+		t.Fatalf("the session moved to epoch %d", cs.Epoch())
 	}
 }

@@ -30,6 +30,7 @@ type ServerSession struct {
 	chunks  uint32    // chunks authorized in the current epoch
 	bytes   uint64    // plaintext bytes reserved in the current epoch
 	window  replayWindow
+	closed  bool
 }
 
 // ID is the session's id.
@@ -61,13 +62,18 @@ func (s *ServerSession) install(k *epochKeys) {
 	s.window = replayWindow{}
 }
 
-// Close ends the session: it wipes what would let anyone derive its next
-// epochs. (Requests it had accepted can still be answered.)
+// Close ends the session: it takes no more requests, and what would let
+// anyone derive its next epochs is wiped. (Requests it had accepted can
+// still be answered, except a rekey.)
 func (s *ServerSession) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	s.current.retire()
 }
+
+// errClosed refuses what reaches a session after it ended.
+var errClosed = fmt.Errorf("%w: the session has ended", ErrUnknownSession)
 
 // Accepted is an authenticated request. It is answered exactly once
 // (SealChunk, SealReply or Rekey), with the keys of the epoch that accepted
@@ -129,9 +135,11 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 		return nil, fmt.Errorf("%w: message type %d is not served by this revision", ErrWrongMessage, h.Type)
 	}
 	s.mu.Lock()
-	keys := s.current
+	keys, closed := s.current, s.closed
 	s.mu.Unlock()
 	switch {
+	case closed:
+		return nil, errClosed
 	case h.Epoch < keys.number:
 		return nil, fmt.Errorf("%w: request under epoch %d, current is %d", ErrEpochRetired, h.Epoch, keys.number)
 	case h.Epoch > keys.number:
@@ -173,6 +181,10 @@ func (a *Accepted) parsePayload() (err error) {
 		a.chunk, err = parseChunkRequest(a.payload)
 	case MsgRekey:
 		a.rekey, err = parseRekeyRequest(a.payload)
+	case MsgCatalog, MsgClose:
+		if len(a.payload) != 0 {
+			err = fmt.Errorf("%w: a %s request carries %d bytes of payload, want none", ErrMalformed, a.header.Type, len(a.payload))
+		}
 	}
 	return err
 }
@@ -313,9 +325,14 @@ func (s *ServerSession) Rekey(a *Accepted) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer wipe(shared)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := a.keys
+	if s.closed {
+		// Close wiped the chain and transcript the next epoch needs.
+		return nil, errClosed
+	}
 	if s.current != old {
 		return nil, fmt.Errorf("%w: rekey under epoch %d, current is %d", ErrEpochRetired, old.number, s.current.number)
 	}

@@ -206,7 +206,7 @@ func (b *bench) sessionMemoryCaddy() error {
 	b.add(&row{Scenario: "6", Name: fmt.Sprintf("Caddy: RSS growth per idle session, %d handshakes", n), Product: rssS,
 		Target: &target{"<=", 8, "product"}, Short: "6 KiB/session Caddy RSS"})
 	b.add(&row{Scenario: "6", Name: "Caddy: HeapAlloc growth per idle session (after forced GC, admin expvar)", Product: heapS})
-	b.note("Scenario 6: sessions from default-suite handshakes (hybrid X25519MLKEM768 negotiated), each used by one catalog request "+
+	b.note("Scenario 6: sessions from default-suite handshakes (hybrid X25519MLKEM768 negotiated), each used by one catalog request " +
 		"(a session enters the server's table with its first request), then left idle. Caddy's RSS includes " +
 		"garbage of the handshakes not yet returned to the OS; its HeapAlloc is read from /debug/vars after /debug/pprof/heap?gc=1 " +
 		"(admin on a loopback port). The in-process figure keeps each ServerSession in a map entry shaped like the handler's memory store.")

@@ -161,7 +161,7 @@ func (b *bench) handshakeRate() error {
 	b.note("Scenario 3b: each worker runs ClientConfig.Start, POST {prefix}/v1/handshake and ClientHandshake.Finish " +
 		"(certificate chain and signature verified) in a loop over keep-alive HTTP/1.1 connections (plain HTTP, as clientproxy " +
 		"talks to the drm site); the client offers only the measured suite. Caddy's identity is the default dev PKI (ECDSA P-256). " +
-		"A handshake leaves no session (it lives in its ticket until its first request); the per-address budget of unused "+
+		"A handshake leaves no session (it lives in its ticket until its first request); the per-address budget of unused " +
 		"handshakes is lifted (unused_handshakes_per_address 1000000000) so that every one is signed. Client and Caddy share the 2 cores.")
 	return nil
 }

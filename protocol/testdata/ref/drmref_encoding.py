@@ -44,7 +44,7 @@ MAX_MEDIA_ID_LEN = 1024
 MIN_CHUNK_SIZE = 1024
 MAX_CHUNK_SIZE = 8 * 1024 * 1024
 
-# §16 session tickets (not in the spec yet): key id, nonce, key sizes; the
+# §16 session tickets: key id, nonce, key sizes; the
 # largest ticket a request may carry; how long after the handshake (and how
 # far before it, for clocks that differ) a ticket is accepted by default.
 TICKET_KEY_ID_LEN = 4

@@ -1,10 +1,6 @@
 """drmref §14 Replay window (by its rule, not its bitmap) and §15 Key epochs'
 limits and accounting, with the clear header of a chunk reply that the
-counters decide (FlagFinal, remaining, FlagRekeySoon).
-
-The accounting is this revision's, not in the spec yet: it is written from
-the formats the Go package documents (protocol/record.go,
-server_session.go), read as a specification, never by running them."""
+counters decide (FlagFinal, remaining, FlagRekeySoon)."""
 
 from dataclasses import dataclass
 
@@ -47,11 +43,9 @@ class ReplayWindow:
 # ---------------------------------------------------------------------------
 # §15 Key epochs: limits and accounting
 #
-# As this revision's server counts (not in the spec yet, which still says
-# that a limit of 0 disables it, that only chunks are limited and that
-# FlagRekeySoon compares with limits.chunks/16): every limit is set; chunk
-# and catalog requests are refused once the epoch cannot serve them, rekey
-# and close requests never; every sealed reply's plaintext counts.
+# Every limit is set; chunk and catalog requests are refused once the epoch
+# cannot serve them, rekey and close requests never; every sealed reply's
+# plaintext counts.
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """drmref §12 Requests and §13 Replies: the binary request header (with the
-ticket flag of §16, not in the spec yet), sealing and opening requests and
+ticket flag of §12 and §16), sealing and opening requests and
 replies, the reply's associated data, ChunkRequest and ValidMediaID, and
 which bytes of a medium a chunk holds."""
 

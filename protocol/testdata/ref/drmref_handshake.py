@@ -1,5 +1,5 @@
 """drmref §6 and §15 Handshake messages (JSON): ClientHello, ServerHello
-(with its `endpoint`, not in the spec yet) and its epoch limits, Signed
+(with its `endpoint`) and its epoch limits, Signed
 (kept byte for byte, with the unsigned `ticket` of §16 beside the
 handshake's), RekeyRequest (§12) and RekeyHello, each with the checks of
 the side that receives it."""

@@ -1,4 +1,4 @@
-"""drmref §16 Session tickets (not in the spec yet): sealing the session's
+"""drmref §16 Session tickets: sealing the session's
 starting state into a ticket (AES-256-GCM under a ticket key id), opening
 it, and the server's resumption of epoch 0 from it.
 

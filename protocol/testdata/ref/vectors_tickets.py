@@ -1,4 +1,4 @@
-"""Checks of the session's ticket (§16, not in the spec yet): re-sealed
+"""Checks of the session's ticket (§16): re-sealed
 from its state, opened, its state the session's, refused when tampered
 with or under another AD or key; the server's resumption of epoch 0 from
 it and its refusals; which requests carry it, and that their AD covers it.
