@@ -10,9 +10,11 @@
 #                          (protocol/testdata/ref/), run by /usr/bin/python3
 #   openssl                certificates made outside Go for the chain-policy
 #                          tests (keystore/)
+#   chromium               a real browser for the local proxy's guard against
+#                          DNS rebinding and cross-site pages (e2e/)
 set -euo pipefail
 
-pkgs=(mpv ffmpeg python3-cryptography openssl)
+pkgs=(mpv ffmpeg python3-cryptography openssl chromium)
 
 # make ref runs Debian's Python by its path, not whatever python3 is on PATH.
 check_python() {
@@ -52,7 +54,7 @@ echo "deps.sh: installing ${missing[*]}"
 	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
 	"${missing[@]}"
 
-for c in mpv ffmpeg ffprobe openssl; do
+for c in mpv ffmpeg ffprobe openssl chromium; do
 	if ! command -v "$c" >/dev/null 2>&1; then
 		echo "deps.sh: $c still not on PATH after install" >&2
 		exit 1
