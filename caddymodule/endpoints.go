@@ -12,6 +12,11 @@ import (
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
+// errThrottled refuses a handshake past its address's budget. It does not
+// name the address: behind a proxy without trusted_proxies, that is the
+// proxy's.
+var errThrottled = fmt.Errorf("%w: too many handshakes from this address were left unused; retry later", protocol.ErrBusy)
+
 // serveHandshake answers a ClientHello with a signed ServerHello and the
 // new session's ticket. It stores nothing: the session enters the store
 // with its first request. The address's handshake budget pays for it.
@@ -23,22 +28,23 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) error {
 	addr := clientAddr(r)
 	if !h.state.budget.take(addr) {
 		metricHandshakes.WithLabelValues("", "throttled").Inc()
-		return h.fail(w, fmt.Errorf("%w: %s made %d handshakes it did not use", protocol.ErrBusy, addr, h.UnusedHandshakesPerAddress))
+		return h.fail(w, errThrottled)
 	}
-	sess, reply, err := h.server.Accept(body)
+	hs, reply, err := h.server.Accept(body)
 	if err != nil {
-		h.state.budget.refund(addr) // a refused handshake costs the client its time, not a token
+		// A refused handshake keeps its token: a bad key share costs the
+		// server a key exchange.
 		metricHandshakes.WithLabelValues("", "refused").Inc()
 		return h.fail(w, err)
 	}
-	metricHandshakes.WithLabelValues(sess.Suite().Name(), "ok").Inc()
+	metricHandshakes.WithLabelValues(hs.Suite.Name(), "ok").Inc()
 	// Session events are per listener, thousands a second on a busy
 	// server: debug level, checked first so that a disabled level costs no
 	// allocation (as Caddy does for its per-request logs).
-	if ce := h.logger.Check(zap.DebugLevel, "session opened"); ce != nil {
-		ce.Write(zap.Stringer("session", sess.ID()),
-			zap.Stringer("suite", sess.Suite()),
-			zap.String("remote", r.RemoteAddr))
+	if ce := h.logger.Check(zap.DebugLevel, "handshake answered"); ce != nil {
+		ce.Write(zap.Stringer("session", hs.Session),
+			zap.Stringer("suite", hs.Suite),
+			zap.String("client", addr))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply)))
@@ -129,7 +135,11 @@ func (h *Handler) open(r *http.Request, info protocol.RequestInfo, body []byte) 
 		req, err = live.OpenRequest(body)
 		return live, req, err
 	}
-	h.state.budget.refund(clientAddr(r))
+	addr := clientAddr(r)
+	h.state.budget.refund(addr)
+	if ce := h.logger.Check(zap.DebugLevel, "session opened"); ce != nil {
+		ce.Write(zap.Stringer("session", live.ID()), zap.String("client", addr))
+	}
 	return live, req, nil
 }
 

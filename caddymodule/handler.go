@@ -253,6 +253,11 @@ func (h *Handler) loadIdentity() (*keystore.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("drm: %w", err)
 	}
+	// A certificate every client would refuse is a configuration error:
+	// say so now, not at each handshake.
+	if err := keystore.CheckServerIdentity(id); err != nil {
+		return nil, fmt.Errorf("drm: %s: %w", cert, err)
+	}
 	return id, nil
 }
 

@@ -6,6 +6,14 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,6 +72,12 @@ func TestProvision(t *testing.T) {
 		{"rekey bytes above the AEAD bound", Handler{RekeyAfterBytes: protocol.MaxEpochBytes + 1}, "epoch byte limit"},
 		{"no endpoint in JSON", Handler{Endpoint: "-"}, "no endpoint name"},
 		{"negative max sessions", Handler{MaxSessions: -1}, "max_sessions"},
+		{"a leaf without serverAuth", leafWith(t, pki, func(c *x509.Certificate) {
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		}), "does not name the serverAuth"},
+		{"a CA as the server's certificate", leafWith(t, pki, func(c *x509.Certificate) {
+			c.IsCA, c.BasicConstraintsValid, c.KeyUsage = true, true, c.KeyUsage|x509.KeyUsageCertSign
+		}), "is a CA certificate"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := c.h
@@ -169,4 +183,39 @@ func TestPrefixRoot(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("prefix /: %v", err)
 	}
+}
+
+// leafWith issues a server certificate under pki's root, changed by
+// mutate, and returns a Handler with it as identity.
+func leafWith(t *testing.T, pki keystore.Files, mutate func(*x509.Certificate)) Handler {
+	t.Helper()
+	root, err := keystore.LoadIdentity(pki.RootCert, pki.RootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	mutate(tmpl)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root.Leaf, key.Public(), root.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	h := Handler{Certificate: filepath.Join(dir, "leaf.crt"), Key: filepath.Join(dir, "leaf.key")}
+	if err := os.WriteFile(h.Certificate, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.Key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

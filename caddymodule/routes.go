@@ -4,8 +4,9 @@ package caddymodule
 // handle, handle_path, route and respond before drm, so `drm` at site level
 // beside `handle /x/* { file_server }` serves media in the clear under /x/.
 // exposedHandlers finds such handlers: those of the same server that a
-// request can reach without passing drm and that may serve files. Provision
-// refuses to start when there are any, unless allow_unprotected_routes.
+// request for drm's site can reach without passing drm and that may serve
+// files. Provision refuses to start when there are any, unless
+// allow_unprotected_routes.
 //
 // The check runs while the http app provisions its routes, so it sees the
 // routes before drm's provisioned and those after it still as JSON; it
@@ -14,27 +15,30 @@ package caddymodule
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
 
 // Handler modules (http.handlers.*) that cannot serve a file: middleware
 // that passes the request on, and terminal handlers that answer on their
-// own. Any other module — file_server, reverse_proxy, invoke, a plugin —
-// may serve the origin's files, so the check counts it as serving.
+// own. Any other module — file_server, reverse_proxy, a plugin — may serve
+// the origin's files, so the check counts it as serving.
 var (
 	passesOn = map[string]bool{
-		"authentication": true, "encode": true, "headers": true, "log_append": true, "map": true,
-		"push": true, "request_body": true, "rewrite": true, "templates": true, "tracing": true, "vars": true,
+		"authentication": true, "encode": true, "headers": true, "intercept": true, "log_append": true, "map": true,
+		"push": true, "request_body": true, "templates": true, "tracing": true, "vars": true,
 	}
 	answersItself = map[string]bool{"static_response": true, "error": true, "metrics": true, "acme_server": true}
 )
 
 // routeNode is a route as the check sees it.
 type routeNode struct {
-	match    string // the matchers, for messages; "" when it has none
+	match    string   // the matchers, for messages; "" when it has none
+	hosts    []string // the hosts it is limited to; nil for any
 	terminal bool
 	handlers []handlerNode
 }
@@ -42,75 +46,161 @@ type routeNode struct {
 type handlerNode struct {
 	module string      // "drm", "file_server", "subroute", …
 	routes []routeNode // a subroute's
+	errors []routeNode // a subroute's error routes
+	invoke string      // the named route an invoke runs
+	pins   bool        // a rewrite that sets the path to one that does not depend on the request
+}
+
+// walker walks the routes of one server.
+type walker struct {
+	named    map[string][]routeNode
+	drmHosts []string // the hosts of drm's site; nil for any
+	depth    int      // of invoke, against loops
 }
 
 // exposedHandlers returns, for people, the handlers of srv that a request
-// can reach without passing drm and that may serve files: its routes, its
-// named routes and its error routes (which every refusal of drm reaches).
+// for drm's site can reach without passing drm and that may serve files:
+// in its routes, its error routes (which every refusal of drm reaches),
+// subroutes' error routes and the named routes they invoke.
 func exposedHandlers(srv *caddyhttp.Server) ([]string, error) {
-	var found []string
-	walk := func(name string, routes caddyhttp.RouteList) error {
-		nodes, err := routeNodes(routes)
+	w := &walker{named: map[string][]routeNode{}}
+	for name, r := range srv.NamedRoutes {
+		nodes, err := routeNodes(caddyhttp.RouteList{*r})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		f, _ := exposed(nodes, name)
-		found = append(found, f...)
-		return nil
+		w.named[name] = nodes
 	}
-	if err := walk("routes", srv.Routes); err != nil {
+	routes, err := routeNodes(srv.Routes)
+	if err != nil {
 		return nil, err
 	}
+	var errorRoutes []routeNode
 	if srv.Errors != nil {
-		if err := walk("handle_errors", srv.Errors.Routes); err != nil {
+		if errorRoutes, err = routeNodes(srv.Errors.Routes); err != nil {
 			return nil, err
 		}
 	}
-	for name, r := range srv.NamedRoutes {
-		if err := walk("named route "+name, caddyhttp.RouteList{*r}); err != nil {
-			return nil, err
+	w.drmHosts, _ = drmHosts(routes, nil)
+	found, _, _ := w.exposed(routes, "routes", false)
+	f, _, _ := w.exposed(errorRoutes, "handle_errors", false)
+	return append(found, f...), nil
+}
+
+// drmHosts returns the hosts the routes that lead to a drm handler are
+// limited to (nil: any host), and whether any does.
+func drmHosts(routes []routeNode, within []string) (hosts []string, found bool) {
+	anyHost := false
+	for _, r := range routes {
+		scope := within
+		if r.hosts != nil {
+			scope = r.hosts
+		}
+		for _, h := range r.handlers {
+			inner, ok := scope, h.module == "drm"
+			if h.module == "subroute" {
+				inner, ok = drmHosts(h.routes, scope)
+			}
+			if !ok {
+				continue
+			}
+			found = true
+			if inner == nil {
+				anyHost = true
+			}
+			hosts = append(hosts, inner...)
 		}
 	}
-	return found, nil
+	if anyHost {
+		return nil, found
+	}
+	return hosts, found
+}
+
+// apart reports whether routes limited to a and to b can never see the
+// same request (no host in common, no wildcard to be unsure about).
+func apart(a, b []string) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	for _, x := range a {
+		for _, y := range b {
+			if strings.Contains(x, "*") || strings.Contains(y, "*") || strings.EqualFold(x, y) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // exposed walks routes in order and returns the serving handlers reached
-// without drm, and whether a request can go on past the routes.
-func exposed(routes []routeNode, trail string) (found []string, goesOn bool) {
+// without drm, and whether a request can go on past the routes. pinned:
+// a rewrite already set the path to one the request does not choose.
+//
+// A rewrite changes the request for the routes after it too (Caddyfile
+// puts each directive in a route of its own): a route without matchers
+// passes its pinned state on; one with matchers may or may not have run,
+// so after it the path is pinned only if it was and stays so.
+func (w *walker) exposed(routes []routeNode, trail string, pinned bool) (found []string, goesOn, pinnedAfter bool) {
 	for i, r := range routes {
+		if apart(r.hosts, w.drmHosts) {
+			continue // another site's: drm's requests never reach it
+		}
 		where := fmt.Sprintf("%s › route %d", trail, i)
 		if r.match != "" {
 			where += " (" + r.match + ")"
 		}
-		f, passes := exposedInChain(r.handlers, where)
+		f, passes, after := w.exposedInChain(r.handlers, where, pinned)
 		found = append(found, f...)
 		if r.match == "" && (!passes || r.terminal) {
-			return found, false // every request stops in this route
+			return found, false, after // every request stops in this route
+		}
+		if r.match == "" {
+			pinned = after
+		} else {
+			pinned = pinned && after
 		}
 	}
-	return found, true
+	return found, true, pinned
 }
 
 // exposedInChain walks the handlers of one route.
-func exposedInChain(handlers []handlerNode, trail string) (found []string, passes bool) {
+func (w *walker) exposedInChain(handlers []handlerNode, trail string, pinned bool) (found []string, passes, pinnedAfter bool) {
 	for _, h := range handlers {
 		switch {
 		case h.module == "drm":
-			return found, false // drm answers every request it sees
+			return found, false, pinned // drm answers every request it sees
 		case h.module == "subroute":
-			f, goesOn := exposed(h.routes, trail+" › subroute")
-			found = append(found, f...)
+			f, goesOn, after := w.exposed(h.routes, trail+" › subroute", pinned)
+			e, _, _ := w.exposed(h.errors, trail+" › subroute errors", false)
+			found, pinned = append(append(found, f...), e...), after
 			if !goesOn {
-				return found, false
+				return found, false, pinned
 			}
+		case h.module == "invoke":
+			routes, ok := w.named[h.invoke]
+			if !ok || w.depth > 8 {
+				return append(found, trail+" › invoke "+h.invoke), false, pinned
+			}
+			w.depth++
+			f, goesOn, after := w.exposed(routes, trail+" › invoke "+h.invoke, pinned)
+			w.depth--
+			found, pinned = append(found, f...), after
+			if !goesOn {
+				return found, false, pinned
+			}
+		case h.module == "rewrite":
+			pinned = h.pins
 		case passesOn[h.module]:
 		case answersItself[h.module]:
-			return found, false
+			return found, false, pinned
+		case pinned && h.module == "file_server":
+			return found, false, pinned // serves the one path the rewrite set
 		default:
-			return append(found, trail+" › "+h.module), false
+			return append(found, trail+" › "+h.module), false, pinned
 		}
 	}
-	return found, true
+	return found, true, pinned
 }
 
 // routeNodes reads provisioned routes; a route whose handlers are still
@@ -119,6 +209,12 @@ func routeNodes(routes caddyhttp.RouteList) ([]routeNode, error) {
 	var out []routeNode
 	for _, r := range routes {
 		n := routeNode{terminal: r.Terminal, match: describeMatchers(r)}
+		if len(r.MatcherSetsRaw) > 0 {
+			b, _ := json.Marshal(r.MatcherSetsRaw)
+			n.hosts = rawHosts(b)
+		} else {
+			n.hosts = matcherHosts(r.MatcherSets)
+		}
 		if len(r.HandlersRaw) > 0 {
 			for _, raw := range r.HandlersRaw {
 				h, err := rawHandlerNode(raw)
@@ -147,7 +243,15 @@ func handlerNodeOf(h caddyhttp.MiddlewareHandler) (handlerNode, error) {
 		return handlerNode{module: "drm"}, nil
 	case *caddyhttp.Subroute:
 		routes, err := routeNodes(h.Routes)
-		return handlerNode{module: "subroute", routes: routes}, err
+		if err != nil || h.Errors == nil {
+			return handlerNode{module: "subroute", routes: routes}, err
+		}
+		errs, err := routeNodes(h.Errors.Routes)
+		return handlerNode{module: "subroute", routes: routes, errors: errs}, err
+	case *caddyhttp.Invoke:
+		return handlerNode{module: "invoke", invoke: h.Name}, nil
+	case *rewrite.Rewrite:
+		return handlerNode{module: "rewrite", pins: pinsPath(h)}, nil
 	case caddy.Module:
 		return handlerNode{module: strings.TrimPrefix(string(h.CaddyModule().ID), "http.handlers.")}, nil
 	}
@@ -165,26 +269,117 @@ func rawHandlerNode(raw json.RawMessage) (handlerNode, error) {
 	var h struct {
 		Handler string     `json:"handler"`
 		Routes  []rawRoute `json:"routes"`
+		Errors  *struct {
+			Routes []rawRoute `json:"routes"`
+		} `json:"errors"`
+		Name string `json:"name"` // invoke's
 	}
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return handlerNode{}, fmt.Errorf("reading a route's handler: %w", err)
 	}
-	n := handlerNode{module: h.Handler}
-	for _, r := range h.Routes {
+	n := handlerNode{module: h.Handler, invoke: h.Name}
+	if h.Handler == "rewrite" {
+		var rw rewrite.Rewrite
+		if err := json.Unmarshal(raw, &rw); err != nil {
+			return handlerNode{}, fmt.Errorf("reading a rewrite: %w", err)
+		}
+		n.pins = pinsPath(&rw)
+	}
+	var err error
+	if n.routes, err = rawRouteNodes(h.Routes); err != nil {
+		return handlerNode{}, err
+	}
+	if h.Errors != nil {
+		if n.errors, err = rawRouteNodes(h.Errors.Routes); err != nil {
+			return handlerNode{}, err
+		}
+	}
+	return n, nil
+}
+
+func rawRouteNodes(routes []rawRoute) ([]routeNode, error) {
+	var out []routeNode
+	for _, r := range routes {
 		rn := routeNode{terminal: r.Terminal}
 		if len(r.Match) > 0 && string(r.Match) != "null" {
 			rn.match = string(r.Match)
+			rn.hosts = rawHosts(r.Match)
 		}
 		for _, raw := range r.Handle {
 			child, err := rawHandlerNode(raw)
 			if err != nil {
-				return handlerNode{}, err
+				return nil, err
 			}
 			rn.handlers = append(rn.handlers, child)
 		}
-		n.routes = append(n.routes, rn)
+		out = append(out, rn)
 	}
-	return n, nil
+	return out, nil
+}
+
+// rawHosts returns the hosts a route's matcher sets (JSON) limit it to:
+// nil when one of the sets has no host matcher.
+func rawHosts(match json.RawMessage) []string {
+	var sets []map[string]json.RawMessage
+	if json.Unmarshal(match, &sets) != nil || len(sets) == 0 {
+		return nil
+	}
+	var hosts []string
+	for _, set := range sets {
+		var hs []string
+		if json.Unmarshal(set["host"], &hs) != nil || len(hs) == 0 {
+			return nil
+		}
+		hosts = append(hosts, hs...)
+	}
+	return hosts
+}
+
+// matcherHosts is rawHosts for provisioned matcher sets.
+func matcherHosts(sets caddyhttp.MatcherSets) []string {
+	if len(sets) == 0 {
+		return nil
+	}
+	var hosts []string
+	for _, set := range sets {
+		var hs []string
+		for _, m := range set {
+			switch mh := m.(type) {
+			case caddyhttp.MatchHost:
+				hs = append(hs, mh...)
+			case *caddyhttp.MatchHost:
+				hs = append(hs, *mh...)
+			}
+		}
+		if len(hs) == 0 {
+			return nil
+		}
+		hosts = append(hosts, hs...)
+	}
+	return hosts
+}
+
+var placeholder = regexp.MustCompile(`\{[^}]*\}`)
+
+// errorPlaceholder matches the placeholders of an error route that do not
+// come from the request ({http.error.status_code}, {err.status_code}, …).
+var errorPlaceholder = regexp.MustCompile(`^\{(http\.error|err)\.[a-z_]+\}$`)
+
+// pinsPath reports whether a rewrite sets the path to one the request
+// cannot choose — the error page pattern `rewrite * /{err.status_code}.html`
+// — so that a file_server after it serves that one file.
+func pinsPath(rw *rewrite.Rewrite) bool {
+	if rw.URI == "" || strings.HasPrefix(rw.URI, "?") || rw.StripPathPrefix != "" || rw.StripPathSuffix != "" ||
+		len(rw.URISubstring) > 0 || len(rw.PathRegexp) > 0 {
+		return false
+	}
+	path, _, _ := strings.Cut(rw.URI, "?")
+	for _, ph := range placeholder.FindAllString(path, -1) {
+		if !errorPlaceholder.MatchString(ph) {
+			return false
+		}
+	}
+	return !strings.Contains(path, "..")
 }
 
 // describeMatchers names a route's matchers for people, as the JSON of

@@ -37,9 +37,12 @@ func newPoolState(endpoint string, idle time.Duration, maxSessions int, ticketLi
 	}
 }
 
-// Destruct ends the sessions when the last configuration that used them is
-// unloaded.
-func (p *poolState) Destruct() error { return p.store.Destruct() }
+// Destruct ends the sessions, and the tickets of those not used yet, when
+// the last configuration that used them is unloaded.
+func (p *poolState) Destruct() error {
+	p.tickets.wipe()
+	return p.store.Destruct()
+}
 
 // sessionPoolKey names the pooled state of a configuration. Sessions
 // belong to what made them: the endpoint, the identity that signed their
@@ -177,7 +180,7 @@ func (m *memoryStore) Redeem(s *protocol.ServerSession) (*protocol.ServerSession
 	if len(m.ended) >= m.maxEnded {
 		m.forgetEndedLocked(now)
 		if len(m.ended) >= m.maxEnded {
-			return nil, fmt.Errorf("%w: %d sessions ended within a ticket's lifetime", protocol.ErrBusy, len(m.ended))
+			return nil, fmt.Errorf("%w: too many sessions ended in the last minutes", protocol.ErrBusy)
 		}
 	}
 	if len(m.sessions) >= m.max {
@@ -185,7 +188,7 @@ func (m *memoryStore) Redeem(s *protocol.ServerSession) (*protocol.ServerSession
 		if len(m.sessions) >= m.max {
 			// Refuse rather than evict: new sessions must not push
 			// sessions in use out.
-			return nil, fmt.Errorf("%w: %d sessions", protocol.ErrBusy, m.max)
+			return nil, fmt.Errorf("%w: the session table is full", protocol.ErrBusy)
 		}
 	}
 	m.sessions[id] = &storedSession{s: s, lastUsed: now}
@@ -204,11 +207,16 @@ func (m *memoryStore) Delete(id protocol.SessionID) {
 
 // endLocked removes a session, wipes it, and remembers that it ended for
 // as long as its ticket could bring it back. m.mu must be held.
+//
+// That is two ticket lifetimes: the key that sealed the ticket was made
+// before the handshake and is destroyed two lifetimes after it was made
+// (ticketKeyring), both on the steady clock — whereas the ticket's own
+// age is checked on the wall clock, which can step back.
 func (m *memoryStore) endLocked(id protocol.SessionID, s *protocol.ServerSession, now time.Time) {
 	delete(m.sessions, id)
 	m.live.Dec()
 	s.Close()
-	m.ended[id] = now.Add(m.ticket)
+	m.ended[id] = now.Add(2 * m.ticket)
 }
 
 // forgetEndedLocked drops the ended sessions whose tickets have expired.

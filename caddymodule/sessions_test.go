@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -101,7 +102,18 @@ func session(n int) *protocol.ServerSession {
 	if err != nil {
 		panic(err)
 	}
-	s, _, err := testServer.Accept(hello)
+	hs, reply, err := testServer.Accept(hello)
+	if err != nil {
+		panic(err)
+	}
+	// The session, as its first request brings it back from its ticket.
+	var signed struct {
+		Ticket []byte `json:"ticket"`
+	}
+	if err := json.Unmarshal(reply, &signed); err != nil {
+		panic(err)
+	}
+	s, err := testServer.Resume(signed.Ticket, hs.Session)
 	if err != nil {
 		panic(err)
 	}
@@ -231,8 +243,10 @@ func TestMemoryStoreMaxAndSweep(t *testing.T) {
 }
 
 // TestMemoryStoreEndedStayEnded: a session that was closed or expired
-// cannot come back from its ticket while the ticket lives (a replayed
-// first request would be answered again); after that its id is forgotten.
+// cannot come back from its ticket while the key that sealed the ticket
+// may still exist — two ticket lifetimes after the session ended (a
+// replayed first request would be answered again); then its id is
+// forgotten.
 func TestMemoryStoreEndedStayEnded(t *testing.T) {
 	m, clock := testStore(time.Minute, 10) // tickets live a minute
 	closed, expired := session(60), session(61)
@@ -252,13 +266,25 @@ func TestMemoryStoreEndedStayEnded(t *testing.T) {
 	if _, err := m.Redeem(expired); !errors.Is(err, protocol.ErrUnknownSession) {
 		t.Fatalf("an expired session redeemed again: %v", err)
 	}
+	// The closed one ended at 0 and is remembered until 2 minutes, the
+	// expired one from 61 s until 3:01.
+	remembered := func() int {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.forgetEndedLocked(clock.now())
+		return len(m.ended)
+	}
+	clock.advance(time.Minute - time.Second - time.Nanosecond) // 2 min − 1 ns
+	if n := remembered(); n != 2 {
+		t.Fatalf("%d ended sessions remembered just before two ticket lifetimes, want 2", n)
+	}
+	clock.advance(time.Nanosecond)
+	if n := remembered(); n != 1 {
+		t.Fatalf("%d ended sessions remembered two lifetimes after the first ended, want 1", n)
+	}
 	clock.advance(time.Minute + time.Second)
-	m.mu.Lock()
-	m.forgetEndedLocked(clock.now())
-	n := len(m.ended)
-	m.mu.Unlock()
-	if n != 0 {
-		t.Fatalf("%d ended sessions remembered after their tickets expired", n)
+	if n := remembered(); n != 0 {
+		t.Fatalf("%d ended sessions remembered after their tickets' keys are gone", n)
 	}
 }
 
@@ -285,9 +311,9 @@ func TestMemoryStoreEndedIsBounded(t *testing.T) {
 			t.Fatalf("ended session %d redeemed: %v", i, err)
 		}
 	}
-	// Session i ended at i seconds and is remembered for a minute: at
-	// 60.5 s the first is forgotten, the second is not.
-	clock.advance(52*time.Second + 500*time.Millisecond)
+	// Session i ended at i seconds and is remembered for two minutes: at
+	// 120.5 s the first is forgotten, the second is not.
+	clock.advance(112*time.Second + 500*time.Millisecond)
 	if err := add(m, session(110)); err != nil {
 		t.Fatalf("a new session once a ticket expired: %v", err)
 	}

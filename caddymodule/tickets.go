@@ -67,6 +67,16 @@ func (k *ticketKeyring) Lookup(id uint32) ([32]byte, bool) {
 	return [32]byte{}, false
 }
 
+// wipe forgets every key: no ticket of this keyring opens any more.
+func (k *ticketKeyring) wipe() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range k.keys {
+		clear(k.keys[i].key[:])
+	}
+	k.keys = nil
+}
+
 // forgetLocked wipes the keys whose last ticket has expired: a key seals
 // for a lifetime, and its tickets live one more.
 func (k *ticketKeyring) forgetLocked(now time.Time) {

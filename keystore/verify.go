@@ -44,6 +44,21 @@ func ServerVerifier(roots *x509.CertPool, host string) func(chain [][]byte) (*x5
 	}
 }
 
+// CheckServerIdentity checks a server's own identity against the rules
+// its clients apply (VerifyChain): a leaf fit to sign for servers, and the
+// protocol's key rule on every certificate of the chain it sends. Only the
+// path to a root is left to the clients, which pin it.
+func CheckServerIdentity(id *Identity) error {
+	if err := leafPolicy(id.Leaf, x509.ExtKeyUsageServerAuth); err != nil {
+		return err
+	}
+	certs, err := parseChain(id.Chain)
+	if err != nil {
+		return err
+	}
+	return pathKeys(certs)
+}
+
 // verifyChain is the chain check every peer's certificate passes: a path
 // to roots valid at now, a leaf fit for usage, and keys the protocol
 // accepts on every certificate of the path (a 1024-bit RSA intermediate

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"encoding/json"
@@ -229,11 +230,17 @@ func (rk *Rekey) Finish(reply []byte) error {
 		return fmt.Errorf("%w: rekey to epoch %d from %d", ErrUnexpectedReply, hello.Epoch, old.number)
 	}
 	s := rk.request.session
-	if s.Epoch() != old.number {
-		// Another rekey finished first and retired old's chain.
-		return fmt.Errorf("%w: session moved to epoch %d during the rekey", ErrEpochRetired, s.Epoch())
+	// old's transcript and chain, copied while old is current: a rekey
+	// that finishes first retires old and wipes them.
+	s.mu.Lock()
+	current := s.current
+	transcript, chain := bytes.Clone(old.transcript), bytes.Clone(old.chain)
+	s.mu.Unlock()
+	defer wipe(transcript, chain)
+	if current != old {
+		return fmt.Errorf("%w: session moved to epoch %d during the rekey", ErrEpochRetired, current.number)
 	}
-	th := transcriptHash(s.suite.hash, rekeyTranscriptContext, old.transcript, rk.payload, signed.Message)
+	th := transcriptHash(s.suite.hash, rekeyTranscriptContext, transcript, rk.payload, signed.Message)
 	if err := verifyTranscript(s.serverKey, th, signed.Signature); err != nil {
 		return err
 	}
@@ -247,7 +254,7 @@ func (rk *Rekey) Finish(reply []byte) error {
 		return err
 	}
 	defer wipe(shared)
-	next, err := newEpochKeys(s.suite, hello.Epoch, shared, old.chain, th)
+	next, err := newEpochKeys(s.suite, hello.Epoch, shared, chain, th)
 	if err != nil {
 		return err
 	}

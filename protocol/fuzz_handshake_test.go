@@ -138,11 +138,11 @@ func FuzzAccept(f *testing.F) {
 	f.Add([]byte(`{}`))
 
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ss, reply, err := cfg.Accept(b)
+		hs, reply, err := cfg.Accept(b)
 		if err != nil {
 			checkErr(t, "Accept", err, ErrMalformed, errVersion, errNoCommonSuite, errKeyShare)
-			if ss != nil || reply != nil {
-				t.Fatal("session or reply returned with an error")
+			if hs != (Handshake{}) || reply != nil {
+				t.Fatal("handshake or reply returned with an error")
 			}
 			return
 		}
@@ -157,6 +157,11 @@ func FuzzAccept(f *testing.F) {
 		sh, err := parseServerHello(signed.Message)
 		if err != nil {
 			t.Fatalf("own server hello: %v", err)
+		}
+		// The session, as the ticket brings it back.
+		ss, err := cfg.Resume(signed.Ticket, hs.Session)
+		if err != nil || hs.Suite != ss.Suite() {
+			t.Fatalf("the reply's ticket does not resume its session: %v", err)
 		}
 		if sh.Suite != ss.Suite().Name() || !slices.Contains(ch.Suites, sh.Suite) || !slices.Contains(serverSuites, ss.Suite()) {
 			t.Fatalf("chose %s (session %s) from offer %v", sh.Suite, ss.Suite(), ch.Suites)
@@ -196,7 +201,7 @@ func FuzzHandshakeFinish(f *testing.F) {
 	}
 	var answers []genuine
 	for _, s := range suites {
-		ss, reply, err := testServer(f, ServerConfig{Suites: []Suite{s}, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}).Accept(hello)
+		ss, reply, err := accept(f, testServer(f, ServerConfig{Suites: []Suite{s}, Identity: id, ChunkSize: MinChunkSize, Limits: DefaultLimits()}), hello)
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -82,9 +82,6 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h.cfg.Endpoint != "" && sh.Endpoint != h.cfg.Endpoint {
-		return nil, fmt.Errorf("%w: the server is endpoint %q, not %q", ErrWrongEndpoint, sh.Endpoint, h.cfg.Endpoint)
-	}
 	if len(signed.Ticket) == 0 || len(signed.Ticket) > maxTicketSize {
 		return nil, fmt.Errorf("%w: a ticket of %d bytes", ErrMalformed, len(signed.Ticket))
 	}
@@ -95,6 +92,12 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 	th := transcriptHash(suite.hash, transcriptContext, h.hello, signed.Message)
 	if err := verifyTranscript(leaf.PublicKey, th, signed.Signature); err != nil {
 		return nil, err
+	}
+	// Checked once the server proved who it is, so that only a server
+	// with a trusted key, not anyone on the path, can make the client
+	// report another endpoint name.
+	if h.cfg.Endpoint != "" && sh.Endpoint != h.cfg.Endpoint {
+		return nil, fmt.Errorf("%w: the server is endpoint %q, not %q", ErrWrongEndpoint, sh.Endpoint, h.cfg.Endpoint)
 	}
 	shared, err := h.keys[suite.group.Name()].finish(sh.KeyShare)
 	if err != nil {

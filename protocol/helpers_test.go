@@ -101,6 +101,25 @@ func generous(l EpochLimits) EpochLimits {
 	return l
 }
 
+// accept runs srv.Accept and resumes the session from the reply's
+// ticket, as the server does on the session's first request.
+func accept(t testing.TB, srv *Server, hello []byte) (*ServerSession, []byte, error) {
+	t.Helper()
+	hs, reply, err := srv.Accept(hello)
+	if err != nil {
+		return nil, nil, err
+	}
+	signed, err := parseSigned(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := srv.Resume(signed.Ticket, hs.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss, reply, nil
+}
+
 type pair struct {
 	server *ServerSession
 	client *ClientSession
@@ -121,7 +140,7 @@ func newPairSized(t testing.TB, suite Suite, limits EpochLimits, chunkSize int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, reply, err := scfg.Accept(hello)
+	ss, reply, err := accept(t, scfg, hello)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestSessionsEndWithTheCertificate(t *testing.T) {
 	c := &clock{t: time.Now()}
 	srv := testServer(t, ServerConfig{Suites: DefaultSuites()[:1], Identity: id, Now: c.now})
 	hs, hello, _ := (&ClientConfig{Suites: DefaultSuites()[:1], VerifyCertificate: pinned(id), Now: c.now}).Start()
-	ss, reply, err := srv.Accept(hello)
+	ss, reply, err := accept(t, srv, hello)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestRekeyFinishChecksTheCertificate(t *testing.T) {
 	c := &clock{t: time.Now()}
 	srv := testServer(t, ServerConfig{Suites: DefaultSuites()[:1], Identity: id, Now: c.now})
 	hs, hello, _ := (&ClientConfig{Suites: DefaultSuites()[:1], VerifyCertificate: pinned(id), Now: c.now}).Start()
-	ss, reply, err := srv.Accept(hello)
+	ss, reply, err := accept(t, srv, hello)
 	if err != nil {
 		t.Fatal(err)
 	}

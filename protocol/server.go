@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ServerConfig configures the server side of the protocol.
@@ -53,8 +56,10 @@ type Server struct {
 func NewServer(cfg ServerConfig) (*Server, error) {
 	l := cfg.Limits
 	switch {
-	case cfg.Endpoint == "":
-		return nil, errors.New("protocol: the server has no endpoint name")
+	case cfg.Endpoint == "" || len(cfg.Endpoint) > maxEndpointSize:
+		return nil, fmt.Errorf("protocol: the server's endpoint name must have 1 to %d bytes (has %d)", maxEndpointSize, len(cfg.Endpoint))
+	case !utf8.ValidString(cfg.Endpoint) || strings.ContainsFunc(cfg.Endpoint, unicode.IsControl):
+		return nil, fmt.Errorf("protocol: the server's endpoint name %q is not printable UTF-8", cfg.Endpoint)
 	case len(cfg.Suites) == 0:
 		return nil, errors.New("protocol: the server accepts no suite")
 	case cfg.ChunkSize < MinChunkSize || cfg.ChunkSize > MaxChunkSize:
@@ -84,32 +89,40 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, identity: sha256.Sum256(leaf.Raw), notAfter: leaf.NotAfter}, nil
 }
 
+// Handshake describes a handshake the server answered, for its logs. The
+// session it made exists only in the reply's ticket until its first
+// request brings it back (Resume): a handshake leaves the server nothing
+// to keep, and no second copy of the session's keys to answer with.
+type Handshake struct {
+	Session SessionID
+	Suite   Suite
+}
+
 // Accept runs the server's half of a handshake: it negotiates a suite,
 // answers the client's key share, derives epoch 0 and signs the
 // transcript. The reply (a Signed ServerHello) carries the session's
-// ticket; the session itself is returned for the caller to log, not to
-// keep: it comes back, through Resume, with its first request.
-func (srv *Server) Accept(clientHello []byte) (*ServerSession, []byte, error) {
+// ticket.
+func (srv *Server) Accept(clientHello []byte) (Handshake, []byte, error) {
 	c := &srv.cfg
 	now := c.Now()
 	if !now.Before(srv.notAfter) {
-		return nil, nil, fmt.Errorf("protocol: the server's certificate expired at %v", srv.notAfter)
+		return Handshake{}, nil, fmt.Errorf("protocol: the server's certificate expired at %v", srv.notAfter)
 	}
 	ch, err := parseClientHello(clientHello)
 	if err != nil {
-		return nil, nil, err
+		return Handshake{}, nil, err
 	}
 	suite, err := negotiate(c.Suites, ch.Suites)
 	if err != nil {
-		return nil, nil, err
+		return Handshake{}, nil, err
 	}
 	share, ok := ch.KeyShares[suite.group.Name()]
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: suite %s chosen but no %s share sent", errKeyShare, suite.Name(), suite.group.Name())
+		return Handshake{}, nil, fmt.Errorf("%w: suite %s chosen but no %s share sent", errKeyShare, suite.Name(), suite.group.Name())
 	}
 	serverShare, shared, err := suite.group.respond(rand.Reader, share)
 	if err != nil {
-		return nil, nil, err
+		return Handshake{}, nil, err
 	}
 	defer wipe(shared)
 	// The ticket seals the epoch secret, which needs the transcript hash,
@@ -128,12 +141,12 @@ func (srv *Server) Accept(clientHello []byte) (*ServerSession, []byte, error) {
 	}
 	shBytes, err := json.Marshal(sh)
 	if err != nil {
-		return nil, nil, err
+		return Handshake{}, nil, err
 	}
 	th := transcriptHash(suite.hash, transcriptContext, clientHello, shBytes)
 	sig, err := signTranscript(c.Identity.Signer, th)
 	if err != nil {
-		return nil, nil, fmt.Errorf("protocol: signing the transcript: %w", err)
+		return Handshake{}, nil, fmt.Errorf("protocol: signing the transcript: %w", err)
 	}
 	secret := epochSecret(suite.hash, shared, nil, th)
 	defer wipe(secret)
@@ -142,17 +155,13 @@ func (srv *Server) Accept(clientHello []byte) (*ServerSession, []byte, error) {
 		Limits: c.Limits, Identity: srv.identity[:], Issued: now.Unix(), Secret: secret, Transcript: th,
 	})
 	if err != nil {
-		return nil, nil, err
+		return Handshake{}, nil, err
 	}
 	reply, err := json.Marshal(signedMsg{Message: shBytes, Signature: sig, Ticket: ticket})
 	if err != nil {
-		return nil, nil, err
+		return Handshake{}, nil, err
 	}
-	s, err := srv.session(SessionID(sh.SessionID), suite, secret, th, now)
-	if err != nil {
-		return nil, nil, err
-	}
-	return s, reply, nil
+	return Handshake{Session: SessionID(sh.SessionID), Suite: suite}, reply, nil
 }
 
 // Resume rebuilds the session id from its ticket, for its first request.

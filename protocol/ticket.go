@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
@@ -21,7 +22,10 @@ import (
 // seals new tickets for a while, then only opens the tickets it sealed
 // until they expire, then is forgotten (after which its tickets' epoch
 // secrets are safe even if a server is compromised). Nodes that serve the
-// same endpoint share them.
+// same endpoint may share them only if they also share the memory of
+// which sessions were stored and ended (the session store's redeem-once
+// set): a ticket redeemed at one node and replayed at another would
+// otherwise answer its first request twice under one key and nonce.
 type TicketKeys interface {
 	// Current returns the key new tickets are sealed under, and its id.
 	Current() (id uint32, key [32]byte)
@@ -46,8 +50,11 @@ type ticketState struct {
 const (
 	ticketKeyIDSize = 4
 	ticketNonceSize = 12
-	// maxTicketSize bounds a ticket in a request envelope.
+	// maxTicketSize bounds a ticket in a request envelope. A ticket holds
+	// at most ~640 bytes besides the endpoint name (maxEndpointSize).
 	maxTicketSize = 1024
+	// maxEndpointSize bounds an endpoint name, so that every ticket fits.
+	maxEndpointSize = 255
 )
 
 // ticketAD is the associated data of a ticket: its context and key id.
@@ -59,10 +66,16 @@ func ticketAD(id uint32) []byte {
 // with a random nonce (the ticket key seals few enough tickets in its
 // lifetime that random nonces do not collide).
 func sealTicket(keys TicketKeys, st *ticketState) ([]byte, error) {
-	plain, err := json.Marshal(st)
-	if err != nil {
+	// Without HTML escaping, no character of the endpoint takes more than
+	// two bytes of JSON (NewServer refuses control characters), so every
+	// ticket fits maxTicketSize.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(st); err != nil {
 		return nil, err
 	}
+	plain := buf.Bytes()
 	defer wipe(plain)
 	id, key := keys.Current()
 	aead, err := ticketAEAD(key)

@@ -175,6 +175,9 @@ func TestNewServerRefuses(t *testing.T) {
 		want   string
 	}{
 		{"no endpoint", func(c *ServerConfig) { c.Endpoint = "" }, "endpoint"},
+		{"endpoint one byte too long", func(c *ServerConfig) { c.Endpoint = strings.Repeat("e", maxEndpointSize+1) }, "endpoint"},
+		{"endpoint with a control character", func(c *ServerConfig) { c.Endpoint = "media\n.example" }, "printable"},
+		{"endpoint not UTF-8", func(c *ServerConfig) { c.Endpoint = "media\xff" }, "printable"},
 		{"no suite", func(c *ServerConfig) { c.Suites = nil }, "suite"},
 		{"chunk too small", func(c *ServerConfig) { c.ChunkSize = MinChunkSize - 1 }, "chunk size"},
 		{"chunk too large", func(c *ServerConfig) { c.ChunkSize = MaxChunkSize + 1 }, "chunk size"},
@@ -195,5 +198,42 @@ func TestNewServerRefuses(t *testing.T) {
 	if _, err := NewServer(ServerConfig{Endpoint: "e", Suites: DefaultSuites(), Identity: id, ChunkSize: MinChunkSize,
 		Limits: EpochLimits{Chunks: 1, Bytes: MaxEpochBytes, AgeSeconds: 1}, Tickets: testTickets{}}); err != nil {
 		t.Fatalf("the bounds themselves: %v", err)
+	}
+}
+
+// TestLongestTicketFits: with the longest endpoint names (in bytes and
+// in JSON), the largest limits and a SHA-384 suite, a ticket still fits
+// in a request header, and the session resumes from it.
+func TestLongestTicketFits(t *testing.T) {
+	id := testIdentity(t, "p384")
+	suite := mustSuite(t, "X25519MLKEM768_AES256_GCM_SHA384")
+	for _, endpoint := range []string{
+		strings.Repeat("é", maxEndpointSize/2) + "e",
+		strings.Repeat(`"`, maxEndpointSize),
+		strings.Repeat(`\`, maxEndpointSize),
+		strings.Repeat("<", maxEndpointSize), // HTML-escaped JSON would make it 6 bytes a character
+	} {
+		srv := testServer(t, ServerConfig{Endpoint: endpoint, Suites: []Suite{suite}, Identity: id,
+			ChunkSize: MaxChunkSize, Limits: EpochLimits{Chunks: 1<<32 - 1, Bytes: MaxEpochBytes, AgeSeconds: 1<<32 - 1}})
+		hs, hello, err := (&ClientConfig{Suites: []Suite{suite}, VerifyCertificate: pinned(id)}).Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, reply, err := accept(t, srv, hello)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, _ := parseSigned(reply)
+		if len(signed.Ticket) > maxTicketSize {
+			t.Fatalf("endpoint %.10q…: a ticket of %d bytes, bound %d", endpoint, len(signed.Ticket), maxTicketSize)
+		}
+		cs, err := hs.Finish(reply)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ss.OpenRequest(cs.NewCatalogRequest().Envelope()); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("endpoint %.10q…: a ticket of %d bytes", endpoint, len(signed.Ticket))
 	}
 }

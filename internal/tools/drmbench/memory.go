@@ -79,10 +79,19 @@ func sessMemChild(n int) error {
 		if err != nil {
 			return nil, err
 		}
-		// The session Accept returns is the one its ticket resumes on the
-		// first request: the handler's store holds that.
-		s, _, err := srv.Accept(hello)
-		return s, err
+		// The handler's store holds the session its first request brings
+		// back from the ticket.
+		hs, reply, err := srv.Accept(hello)
+		if err != nil {
+			return nil, err
+		}
+		var signed struct {
+			Ticket []byte `json:"ticket"`
+		}
+		if err := json.Unmarshal(reply, &signed); err != nil {
+			return nil, err
+		}
+		return srv.Resume(signed.Ticket, hs.Session)
 	}
 	warm, err := accept() // first-use allocations (suite tables, pools)
 	if err != nil {
