@@ -273,14 +273,14 @@ func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *drmServer) handshake(body []byte) ([]byte, int, error) {
-	sess, reply, err := s.srv.Accept(body)
+	hs, reply, err := s.srv.Accept(body)
 	if err != nil {
 		return nil, 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.handshakes++
-	s.stats.suites = append(s.stats.suites, sess.Suite().Name())
+	s.stats.suites = append(s.stats.suites, hs.Suite.Name())
 	s.notifyLocked()
 	return reply, 0, nil
 }

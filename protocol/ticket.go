@@ -75,8 +75,8 @@ func sealTicket(keys TicketKeys, st *ticketState) ([]byte, error) {
 	if err := enc.Encode(st); err != nil {
 		return nil, err
 	}
-	plain := buf.Bytes()
-	defer wipe(plain)
+	plain := bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // Encode ends with a newline
+	defer wipe(buf.Bytes())
 	id, key := keys.Current()
 	aead, err := ticketAEAD(key)
 	if err != nil {
