@@ -108,7 +108,10 @@ func FuzzHandlerRequest(f *testing.F) {
 	files := map[string][]byte{"a.flac": mediaBytes(3*testChunkSize+7, 1), "dir/b.mp3": mediaBytes(10, 2), "empty.flac": {}}
 	o := newOrigin(rangeMode, true, files)
 	o.set("catalog.json", catalogJSON(catalogEntry{ID: "a.flac", Title: "A", Duration: 3}))
-	e := newEnv(f, o, nil)
+	// The fuzzer is one address that makes handshakes it never uses:
+	// the budget of unused handshakes (budget_test.go, flood_test.go) is
+	// lifted so that it reaches the handler's other paths.
+	e := newEnv(f, o, func(h *Handler) { h.UnusedHandshakesPerAddress = 1 << 30 })
 	ft := &fuzzTarget{h: e.h, next: o, env: e}
 	ft.sess = ft.handshake(f)
 
