@@ -30,6 +30,14 @@ type ClientSession struct {
 	// ticket goes with every request until the server answered one: the
 	// server resumes the session from it (§16).
 	ticket []byte
+
+	// What the server asks of the client (§17), and the device key that
+	// signs the rekeys once the client presented it.
+	requested    []string
+	authorities  map[string][][]byte
+	schemes      []string
+	device       crypto.Signer
+	deviceScheme scheme
 }
 
 // Endpoint is the endpoint name the server announced, signed.
@@ -79,10 +87,18 @@ func (r *Request) Epoch() uint32 { return r.header.Epoch }
 // newRequest seals payload as a request of type t under the current epoch
 // with the next sequence number.
 func (s *ClientSession) newRequest(t MessageType, payload []byte) *Request {
+	return s.newRequestWith(t, func([]byte) []byte { return payload })
+}
+
+// newRequestWith seals the payload build makes from the transcript hash of
+// the epoch the request is sealed under.
+func (s *ClientSession) newRequestWith(t MessageType, build func(transcript []byte) []byte) *Request {
 	s.mu.Lock()
 	keys, seq, ticket := s.current, s.seq, s.ticket
+	transcript := bytes.Clone(keys.transcript) // a rekey finishing meanwhile wipes keys.transcript
 	s.seq++
 	s.mu.Unlock()
+	payload := build(transcript)
 	h := requestHeader{Type: t, SessionID: s.id, Epoch: keys.number, Seq: seq, Ticket: ticket}
 	env := h.appendTo(make([]byte, 0, h.len()+len(payload)+keys.c2s.overhead()))
 	env = keys.c2s.seal(env, seq, payload, env[:h.len()])
@@ -202,11 +218,24 @@ func (s *ClientSession) StartRekey() (*Rekey, error) {
 	if err != nil {
 		return nil, err
 	}
-	payload, err := json.Marshal(rekeyRequestMsg{Random: randomBytes(randomSize), KeyShare: key.share()})
+	s.mu.Lock()
+	device, deviceScheme := s.device, s.deviceScheme
+	s.mu.Unlock()
+	msg := rekeyRequestMsg{Random: randomBytes(randomSize), KeyShare: key.share()}
+	var payload []byte
+	req := s.newRequestWith(MsgRekey, func(transcript []byte) []byte {
+		if device != nil {
+			// The device proves the rekey is its own (§17).
+			msg.DeviceScheme = deviceScheme.name
+			msg.DeviceSignature, err = deviceScheme.sign(device, rekeyContent(s.suite.hash, transcript, msg.Random, msg.KeyShare))
+		}
+		payload, _ = json.Marshal(msg)
+		return payload
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("signing the rekey with the device key: %w", err)
 	}
-	return &Rekey{request: s.newRequest(MsgRekey, payload), key: key, payload: payload}, nil
+	return &Rekey{request: req, key: key, payload: payload}, nil
 }
 
 // Finish opens and verifies the server's answer — signed by the same key

@@ -27,7 +27,7 @@ const (
 	// MaxHandshakeSize bounds a ClientHello and a handshake reply.
 	MaxHandshakeSize = 64 << 10
 	// MaxRequestSize bounds a request envelope.
-	MaxRequestSize = 16 << 10
+	MaxRequestSize = 64 << 10
 	// maxSealOverhead is the most any cipher adds to a record: CBC padding
 	// (16) and a SHA-384 HMAC tag (48).
 	maxSealOverhead = 16 + 48
@@ -57,6 +57,14 @@ const (
 	rekeyTranscriptContext = labelPrefix + "rekey transcript\x00"
 	// ticketContext starts the associated data of a ticket (§16).
 	ticketContext = labelPrefix + "ticket\x00"
+	// clientAuthContext starts the hash of a client's credentials (§17).
+	clientAuthContext = labelPrefix + "client credentials\x00"
+	// deviceSignatureContext and userSignatureContext precede the
+	// credentials hash in what each kind of credential signs (§17).
+	deviceSignatureContext = labelPrefix + "device signature\x00"
+	userSignatureContext   = labelPrefix + "user signature\x00"
+	// deviceRekeyContext precedes what the device key signs in a rekey.
+	deviceRekeyContext = labelPrefix + "device rekey\x00"
 
 	// replayWindowSize is how far behind the highest sequence number a
 	// request may arrive and still be accepted once (§14).
@@ -84,9 +92,8 @@ const (
 	MsgChunk   MessageType = 2
 	MsgRekey   MessageType = 3
 	MsgClose   MessageType = 4
-	// msgClientAuth is reserved for client-device and user authentication
-	// (§17).
-	msgClientAuth MessageType = 5
+	// MsgClientAuth carries the client's credentials (§17).
+	MsgClientAuth MessageType = 5
 )
 
 // Reply header flags (§13).
@@ -128,7 +135,7 @@ func (t MessageType) String() string {
 		return "rekey"
 	case MsgClose:
 		return "close"
-	case msgClientAuth:
+	case MsgClientAuth:
 		return "client-auth"
 	}
 	return "unknown"

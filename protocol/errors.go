@@ -12,23 +12,27 @@ import (
 // in the Drm-Error response header so the client can react (rekey, new
 // handshake) without parsing prose.
 var (
-	ErrMalformed       = errors.New("malformed message")
-	errVersion         = errors.New("unsupported protocol version")
-	errNoCommonSuite   = errors.New("no common cipher suite")
-	errUnknownSuite    = errors.New("unknown cipher suite")
-	errKeyShare        = errors.New("bad or missing key share")
-	errBadSignature    = errors.New("server signature does not verify")
-	errCertificate     = errors.New("server certificate not trusted")
-	ErrUnsupportedKey  = errors.New("unsupported key: want Ed25519, ECDSA P-256/P-384 or RSA of at least 2048 bits")
-	ErrWrongEndpoint   = errors.New("the server is another endpoint")
-	ErrAuthentication  = errors.New("message authentication failed")
-	ErrReplay          = errors.New("replayed or too old sequence number")
-	ErrUnknownSession  = errors.New("unknown or expired session")
-	ErrEpochRetired    = errors.New("key epoch retired")
-	ErrRekeyRequired   = errors.New("key epoch limit reached: rekey required")
-	ErrWrongMessage    = errors.New("message type does not match the endpoint")
-	errMediaID         = errors.New("invalid media id")
-	ErrUnexpectedReply = errors.New("reply does not answer the request")
+	ErrMalformed      = errors.New("malformed message")
+	errVersion        = errors.New("unsupported protocol version")
+	errNoCommonSuite  = errors.New("no common cipher suite")
+	errUnknownSuite   = errors.New("unknown cipher suite")
+	errKeyShare       = errors.New("bad or missing key share")
+	errBadSignature   = errors.New("server signature does not verify")
+	errCertificate    = errors.New("server certificate not trusted")
+	ErrUnsupportedKey = errors.New("unsupported key: want Ed25519, ECDSA P-256/P-384 or RSA of at least 2048 bits")
+	ErrWrongEndpoint  = errors.New("the server is another endpoint")
+	ErrAuthentication = errors.New("message authentication failed")
+	ErrReplay         = errors.New("replayed or too old sequence number")
+	ErrUnknownSession = errors.New("unknown or expired session")
+	ErrEpochRetired   = errors.New("key epoch retired")
+	ErrRekeyRequired  = errors.New("key epoch limit reached: rekey required")
+	ErrWrongMessage   = errors.New("message type does not match the endpoint")
+	// ErrCredentialsRequired: the session must present credentials
+	// (client auth) first; ErrCredentialRefused: one it presented failed.
+	ErrCredentialsRequired = errors.New("credentials required")
+	ErrCredentialRefused   = errors.New("credential refused")
+	errMediaID             = errors.New("invalid media id")
+	ErrUnexpectedReply     = errors.New("reply does not answer the request")
 
 	// Conditions of the server and its origin, with wire codes so that a
 	// client can tell them apart.
@@ -50,6 +54,10 @@ type wireError struct {
 // server refuses with (§4): 4xx for what the client sent or must fix,
 // 502/504 for the origin's trouble, 503 for a full server.
 var errorCodes = []wireError{
+	// First: a refused credential wraps the verifier's error, which may
+	// wrap anything.
+	{ErrCredentialRefused, "credential-refused", 403},
+	{ErrCredentialsRequired, "credentials-required", 403},
 	{ErrMalformed, "malformed", 400},
 	{errVersion, "version", 400},
 	{errNoCommonSuite, "no-common-suite", 400},
@@ -97,6 +105,12 @@ func Refusal(err error) (status int, code, reason string) {
 			reason = private.Error()
 			break
 		}
+	}
+	// An error that knows what the client may be told (a refused
+	// credential: the reason, not the certificate's details) says it.
+	var public interface{ PublicReason() string }
+	if errors.As(err, &public) {
+		reason = public.PublicReason()
 	}
 	reason = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

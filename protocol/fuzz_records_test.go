@@ -43,7 +43,8 @@ func FuzzOpenRequest(f *testing.F) {
 		}
 		add(rk.Request(), rk.payload)
 		add(c.newRequest(MsgClose, nil), nil)
-		add(c.newRequest(msgClientAuth, []byte(`{"reserved":true}`)), []byte(`{"reserved":true}`))
+		auth := []byte(`{"credentials":[{"kind":"device","chain":["MA=="],"scheme":"ed25519","signature":"c2ln"}]}`)
+		add(c.newRequest(MsgClientAuth, auth), auth)
 		add(c.newRequest(MessageType(200), []byte("unknown type")), []byte("unknown type"))
 	}
 	for _, name := range fuzzSuites {

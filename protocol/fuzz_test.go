@@ -28,6 +28,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -50,6 +51,7 @@ var fuzzTargets = []string{
 	"FuzzReplayWindow",
 	"FuzzParseSuite",
 	"FuzzErrorFromCode",
+	"FuzzClientAuth",
 }
 
 // fuzzSuites covers every group and every kind of cipher.
@@ -99,6 +101,7 @@ func cloneServer(s *ServerSession) *ServerSession {
 		limits: s.limits, signer: s.signer, notAfter: s.notAfter, now: s.now,
 		current: &cur, started: s.started,
 		chunks: s.chunks, bytes: s.bytes,
+		policy: s.policy, credentials: maps.Clone(s.credentials),
 	}
 }
 
@@ -135,7 +138,7 @@ func TestFuzzTargets(t *testing.T) {
 	fset := token.NewFileSet()
 	var found []string
 	called := map[string]bool{}
-	for _, name := range []string{"fuzz_handshake_test.go", "fuzz_records_test.go"} {
+	for _, name := range []string{"fuzz_handshake_test.go", "fuzz_records_test.go", "fuzz_auth_test.go"} {
 		file, err := parser.ParseFile(fset, name, nil, 0)
 		if err != nil {
 			t.Fatal(err)

@@ -22,6 +22,9 @@ type ClientConfig struct {
 	// must sign the transcript and whose expiry ends the session. It must
 	// not be nil; keystore.ServerVerifier makes one.
 	VerifyCertificate func(chain [][]byte) (*x509.Certificate, error)
+	// Credentials are the kinds of credential the client holds
+	// (CredentialDevice, CredentialUser), told to the server.
+	Credentials []string
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -46,7 +49,8 @@ func (c *ClientConfig) Start() (*ClientHandshake, []byte, error) {
 	if len(c.Suites) == 0 {
 		return nil, nil, fmt.Errorf("%w: client offers no suite", errNoCommonSuite)
 	}
-	ch := clientHelloMsg{Version: version, Random: randomBytes(randomSize), Suites: SuiteNames(c.Suites), KeyShares: map[string][]byte{}}
+	ch := clientHelloMsg{Version: version, Random: randomBytes(randomSize), Suites: SuiteNames(c.Suites), KeyShares: map[string][]byte{},
+		Credentials: c.Credentials}
 	keys := map[string]clientKey{}
 	for _, s := range c.Suites {
 		name := s.group.Name()
@@ -109,7 +113,8 @@ func (h *ClientHandshake) Finish(reply []byte) (*ClientSession, error) {
 		return nil, err
 	}
 	s := &ClientSession{endpoint: sh.Endpoint, suite: suite, chunkSize: sh.ChunkSize, limits: sh.Limits,
-		serverKey: leaf.PublicKey, serverExpiry: leaf.NotAfter, now: h.cfg.now, ticket: signed.Ticket, current: keys}
+		serverKey: leaf.PublicKey, serverExpiry: leaf.NotAfter, now: h.cfg.now, ticket: signed.Ticket, current: keys,
+		requested: sh.CredentialsRequested, authorities: sh.CredentialAuthorities, schemes: sh.SignatureSchemes}
 	copy(s.id[:], sh.SessionID)
 	return s, nil
 }

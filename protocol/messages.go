@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -19,8 +20,8 @@ type clientHelloMsg struct {
 	// KeyShares holds one share per group of the offered suites, keyed by
 	// group name, so the handshake takes one round trip.
 	KeyShares map[string][]byte `json:"key_shares"`
-	// Credentials is reserved for client-device and user authentication:
-	// the kinds of credential the client can present ("device", "user").
+	// Credentials are the kinds of credential the client can present
+	// ("device", "user"), for the server's logs and errors (§17).
 	Credentials []string `json:"credentials,omitempty"`
 }
 
@@ -36,10 +37,13 @@ type serverHelloMsg struct {
 	Certificates [][]byte    `json:"certificates"`
 	ChunkSize    int         `json:"chunk_size"`
 	Limits       EpochLimits `json:"limits"`
-	// CredentialsRequested is reserved for client authentication: the
-	// credentials the client must present in a MsgClientAuth request
-	// before anything else. Empty in this revision.
-	CredentialsRequested []string `json:"credentials_requested,omitempty"`
+	// CredentialsRequested are the credentials the client must present in
+	// a MsgClientAuth request before it is served (§17), the subjects
+	// (DER) of the CAs each must chain to, and the signature schemes the
+	// server accepts for them.
+	CredentialsRequested  []string            `json:"credentials_requested,omitempty"`
+	CredentialAuthorities map[string][][]byte `json:"credential_authorities,omitempty"`
+	SignatureSchemes      []string            `json:"signature_schemes,omitempty"`
 }
 
 // EpochLimits is when the server retires a key epoch: whichever of chunks
@@ -135,6 +139,13 @@ func parseServerHello(b []byte) (*serverHelloMsg, error) {
 		return nil, fmt.Errorf("%w: server named no endpoint", ErrMalformed)
 	case sh.ChunkSize < MinChunkSize || sh.ChunkSize > MaxChunkSize:
 		return nil, fmt.Errorf("%w: chunk size %d out of range", ErrMalformed, sh.ChunkSize)
+	case len(sh.CredentialsRequested) > len(credentialKinds):
+		return nil, fmt.Errorf("%w: server requests %d credentials", ErrMalformed, len(sh.CredentialsRequested))
+	}
+	for i, k := range sh.CredentialsRequested {
+		if !slices.Contains(credentialKinds, k) || slices.Contains(sh.CredentialsRequested[:i], k) {
+			return nil, fmt.Errorf("%w: server requests credential %.32q", ErrMalformed, k)
+		}
 	}
 	return &sh, nil
 }

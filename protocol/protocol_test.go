@@ -403,9 +403,17 @@ func TestRepliesAreSingleUse(t *testing.T) {
 	if _, err := p.server.SealChunk(nil, c, 5, []byte("right")); err == nil {
 		t.Fatal("second chunk reply to one request sealed")
 	}
-	// A reserved message type is refused before anything else.
-	if _, err := p.server.OpenRequest(p.client.newRequest(msgClientAuth, nil).Envelope()); !errors.Is(err, ErrWrongMessage) {
-		t.Fatalf("client-auth request: %v", err)
+	// Credentials sent to a server that asks for none are refused.
+	if _, err := p.server.OpenRequest(p.client.newRequest(MsgClientAuth, nil).Envelope()); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("an empty client-auth request: %v", err)
+	}
+	auth, err := p.server.OpenRequest(p.client.newRequest(MsgClientAuth,
+		[]byte(`{"credentials":[{"kind":"user","chain":["MA=="],"scheme":"ed25519","signature":"c2ln"}]}`)).Envelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.server.Authenticate(auth); !errors.Is(err, ErrWrongMessage) {
+		t.Fatalf("credentials for a server that asks for none: %v", err)
 	}
 }
 

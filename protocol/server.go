@@ -34,6 +34,9 @@ type ServerConfig struct {
 	// TicketLifetime is how long after the handshake a session's first
 	// request may come; DefaultTicketLifetime when zero.
 	TicketLifetime time.Duration
+	// ClientAuth, when it requires credentials, is what clients must
+	// present before they are served (§17).
+	ClientAuth *ClientAuthPolicy
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -74,6 +77,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("protocol: the server has no identity")
 	}
 	if _, err := signatureHash(cfg.Identity.Signer.Public()); err != nil {
+		return nil, err
+	}
+	if err := cfg.ClientAuth.check(); err != nil {
 		return nil, err
 	}
 	leaf, err := x509.ParseCertificate(cfg.Identity.Chain[0])
@@ -139,6 +145,13 @@ func (srv *Server) Accept(clientHello []byte) (Handshake, []byte, error) {
 		ChunkSize:    c.ChunkSize,
 		Limits:       c.Limits,
 	}
+	if p := c.ClientAuth; p != nil && len(p.Require) > 0 {
+		sh.CredentialsRequested, sh.SignatureSchemes = p.Require, SignatureSchemes()
+		sh.CredentialAuthorities = map[string][][]byte{}
+		for _, k := range p.Require {
+			sh.CredentialAuthorities[k] = p.Authorities[k]
+		}
+	}
 	shBytes, err := json.Marshal(sh)
 	if err != nil {
 		return Handshake{}, nil, err
@@ -202,7 +215,7 @@ func (srv *Server) session(id SessionID, suite Suite, secret, transcript []byte,
 	c := &srv.cfg
 	s := &ServerSession{
 		id: id, endpoint: c.Endpoint, suite: suite, chunkSize: c.ChunkSize, limits: c.Limits,
-		signer: c.Identity.Signer, notAfter: srv.notAfter, now: c.Now,
+		signer: c.Identity.Signer, notAfter: srv.notAfter, now: c.Now, policy: c.ClientAuth,
 	}
 	s.install(keys)
 	s.started = started

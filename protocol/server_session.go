@@ -31,6 +31,10 @@ type ServerSession struct {
 	bytes   uint64    // plaintext bytes reserved in the current epoch
 	window  replayWindow
 	closed  bool
+	// policy is the server's client-auth policy; credentials, once
+	// verified, are the session's (§17).
+	policy      *ClientAuthPolicy
+	credentials map[string]*verifiedCredential
 }
 
 // ID is the session's id.
@@ -81,12 +85,13 @@ var errClosed = fmt.Errorf("%w: the session has ended", ErrUnknownSession)
 // nonce pair is ever used twice, even if a rekey happens while the origin
 // is read.
 type Accepted struct {
-	header   requestHeader
-	payload  []byte
-	chunk    ChunkRequest    // MsgChunk
-	rekey    rekeyRequestMsg // MsgRekey
-	keys     *epochKeys
-	answered atomic.Bool
+	header     requestHeader
+	payload    []byte
+	chunk      ChunkRequest    // MsgChunk
+	rekey      rekeyRequestMsg // MsgRekey
+	clientAuth *clientAuthMsg  // MsgClientAuth
+	keys       *epochKeys
+	answered   atomic.Bool
 }
 
 // Type is the request's message type.
@@ -130,7 +135,7 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 		return nil, fmt.Errorf("%w: the server certificate of the session expired at %v", ErrUnknownSession, s.notAfter)
 	}
 	switch h.Type {
-	case MsgCatalog, MsgChunk, MsgRekey, MsgClose:
+	case MsgCatalog, MsgChunk, MsgRekey, MsgClose, MsgClientAuth:
 	default:
 		return nil, fmt.Errorf("%w: message type %d is not served by this revision", ErrWrongMessage, h.Type)
 	}
@@ -158,6 +163,9 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 	if s.current != keys {
 		return nil, fmt.Errorf("%w: epoch %d ended while the request was checked", ErrEpochRetired, h.Epoch)
 	}
+	if err := s.servedLocked(h.Type); err != nil {
+		return nil, err
+	}
 	if h.Type == MsgChunk || h.Type == MsgCatalog {
 		if err := s.exhausted(h.Type); err != nil {
 			return nil, err
@@ -181,6 +189,8 @@ func (a *Accepted) parsePayload() (err error) {
 		a.chunk, err = parseChunkRequest(a.payload)
 	case MsgRekey:
 		a.rekey, err = parseRekeyRequest(a.payload)
+	case MsgClientAuth:
+		a.clientAuth, err = parseClientAuth(a.payload)
 	case MsgCatalog, MsgClose:
 		if len(a.payload) != 0 {
 			err = fmt.Errorf("%w: a %s request carries %d bytes of payload, want none", ErrMalformed, a.header.Type, len(a.payload))
@@ -291,6 +301,10 @@ func (s *ServerSession) seal(dst []byte, keys *epochKeys, rh *replyHeader, media
 type rekeyRequestMsg struct {
 	Random   []byte `json:"random"`
 	KeyShare []byte `json:"key_share"`
+	// Once the session's device is verified, its key signs the rekey
+	// (rekeyContent): the traffic keys alone cannot take the session over.
+	DeviceScheme    string `json:"device_scheme,omitempty"`
+	DeviceSignature []byte `json:"device_signature,omitempty"`
 }
 
 func parseRekeyRequest(b []byte) (rekeyRequestMsg, error) {
@@ -335,6 +349,9 @@ func (s *ServerSession) Rekey(a *Accepted) ([]byte, error) {
 	}
 	if s.current != old {
 		return nil, fmt.Errorf("%w: rekey under epoch %d, current is %d", ErrEpochRetired, old.number, s.current.number)
+	}
+	if err := s.rekeyAuthorizedLocked(old, &a.rekey); err != nil {
+		return nil, err
 	}
 	hello, err := json.Marshal(rekeyHelloMsg{Epoch: old.number + 1, Random: randomBytes(randomSize), KeyShare: serverShare, Limits: s.limits})
 	if err != nil {

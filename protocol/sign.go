@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
 )
@@ -61,46 +60,18 @@ func signedContent(transcriptHash []byte) []byte {
 // signTranscript signs a transcript hash with the server's key:
 // Ed25519, ECDSA (ASN.1) or RSA-PSS with a salt as long as the hash.
 func signTranscript(signer crypto.Signer, transcriptHash []byte) ([]byte, error) {
-	h, err := signatureHash(signer.Public())
+	s, err := serverScheme(signer.Public())
 	if err != nil {
 		return nil, err
 	}
-	msg := signedContent(transcriptHash)
-	if h == 0 {
-		return signer.Sign(rand.Reader, msg, crypto.Hash(0))
-	}
-	d := h.New()
-	d.Write(msg)
-	var opts crypto.SignerOpts = h
-	if _, ok := signer.Public().(*rsa.PublicKey); ok {
-		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
-	}
-	return signer.Sign(rand.Reader, d.Sum(nil), opts)
+	return s.sign(signer, signedContent(transcriptHash))
 }
 
 // verifyTranscript checks a server signature over a transcript hash.
 func verifyTranscript(pub crypto.PublicKey, transcriptHash, sig []byte) error {
-	h, err := signatureHash(pub)
+	s, err := serverScheme(pub)
 	if err != nil {
 		return err
 	}
-	msg := signedContent(transcriptHash)
-	ok := false
-	if h == 0 {
-		ok = ed25519.Verify(pub.(ed25519.PublicKey), msg, sig)
-	} else {
-		d := h.New()
-		d.Write(msg)
-		digest := d.Sum(nil)
-		switch k := pub.(type) {
-		case *ecdsa.PublicKey:
-			ok = ecdsa.VerifyASN1(k, digest, sig)
-		case *rsa.PublicKey:
-			ok = rsa.VerifyPSS(k, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
-		}
-	}
-	if !ok {
-		return errBadSignature
-	}
-	return nil
+	return s.verify(pub, signedContent(transcriptHash), sig)
 }

@@ -30,7 +30,7 @@ func layoutVectors(t *testing.T) ([]requestHeaderVector, []responseHeaderVector,
 	for _, h := range []requestHeader{
 		{Type: MsgCatalog, Epoch: 0, Seq: 0},
 		{Type: MsgChunk, Epoch: 0x01020304, Seq: 0x0011223344556677},
-		{Type: msgClientAuth, Epoch: 7, Seq: 1},
+		{Type: MsgClientAuth, Epoch: 7, Seq: 1},
 		// The first requests of a session carry its ticket (§16).
 		{Type: MsgCatalog, Epoch: 0, Seq: 0, Ticket: seqBytes(0xc0, 40)},
 	} {
