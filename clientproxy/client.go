@@ -33,6 +33,10 @@ type ClientOptions struct {
 	// Endpoint is the endpoint name the server must sign in the handshake
 	// (its drm endpoint setting); any when empty.
 	Endpoint string
+	// Credentials are the device and user credentials the client presents
+	// when the server asks (protocol §17). Without the one a server asks
+	// for, every request fails, saying which.
+	Credentials []protocol.Credential
 	// Suites are offered in this order; protocol.DefaultSuites when nil.
 	Suites []protocol.Suite
 	// HTTPClient carries the requests; a pooled client when nil.
@@ -305,7 +309,8 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if s := c.current(); s != nil {
 		return s, nil // another caller finished the handshake
 	}
-	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, Endpoint: c.opts.Endpoint, VerifyCertificate: keystore.ServerVerifier(c.opts.Roots, c.opts.ServerName)}
+	cfg := &protocol.ClientConfig{Suites: c.opts.Suites, Endpoint: c.opts.Endpoint, Credentials: c.kinds(),
+		VerifyCertificate: keystore.ServerVerifier(c.opts.Roots, c.opts.ServerName)}
 	hs, hello, err := cfg.Start()
 	if err != nil {
 		return nil, err
@@ -323,12 +328,44 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
+	if len(s.CredentialsRequested()) > 0 {
+		if err := c.authenticate(ctx, s); err != nil {
+			return nil, err
+		}
+	}
 	c.logger.Info("session opened", "endpoint", s.Endpoint(), "suite", s.Suite(), "chunk_size", s.ChunkSize(),
-		"rekey_after_chunks", s.Limits().Chunks)
+		"rekey_after_chunks", s.Limits().Chunks, "credentials", s.CredentialsRequested())
 	c.mu.Lock()
 	c.sess = s
 	c.mu.Unlock()
 	return s, nil
+}
+
+// kinds are the kinds of credential the client holds.
+func (c *Client) kinds() []string {
+	var kinds []string
+	for _, cred := range c.opts.Credentials {
+		kinds = append(kinds, cred.Kind)
+	}
+	return kinds
+}
+
+// authenticate presents the credentials the server asked s for, as the
+// session's first request. Without them it fails closed, naming what is
+// missing; a refusal is final (errors.Is protocol.ErrCredentialRefused).
+func (c *Client) authenticate(ctx context.Context, s *protocol.ClientSession) error {
+	req, err := s.NewClientAuthRequest(c.opts.Credentials)
+	if err != nil {
+		return fmt.Errorf("credentials: %w (clientproxy takes them with --device-cert/--device-key and --user-cert/--user-key)", err)
+	}
+	reply, err := c.post(ctx, protocol.MsgClientAuth.String(), req.Envelope())
+	if err != nil {
+		return err
+	}
+	if _, err := req.OpenReply(reply); err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	return nil
 }
 
 // drop forgets s so the next request runs a new handshake.

@@ -49,11 +49,12 @@ type drmServer struct {
 
 // drmOptions configure a drmServer; zero values take the defaults.
 type drmOptions struct {
-	ChunkSize int                  // drmChunkSize
-	Limits    protocol.EpochLimits // unset limits: the largest allowed
-	Endpoint  string               // "test-endpoint"
-	Now       func() time.Time     // time.Now
-	Suites    []protocol.Suite     // protocol.DefaultSuites()
+	ChunkSize  int                        // drmChunkSize
+	Limits     protocol.EpochLimits       // unset limits: the largest allowed
+	Endpoint   string                     // "test-endpoint"
+	ClientAuth *protocol.ClientAuthPolicy // none: clients are anonymous
+	Now        func() time.Time           // time.Now
+	Suites     []protocol.Suite           // protocol.DefaultSuites()
 }
 
 // newPKI makes a development PKI (root, and a server certificate for
@@ -99,13 +100,14 @@ func newDRMServer(t testing.TB, opts drmOptions) *drmServer {
 		l.AgeSeconds = 1<<32 - 1
 	}
 	srv, err := protocol.NewServer(protocol.ServerConfig{
-		Endpoint:  opts.Endpoint,
-		Suites:    opts.Suites,
-		Identity:  protocol.Identity{Signer: id.Signer, Chain: id.Chain},
-		ChunkSize: opts.ChunkSize,
-		Limits:    opts.Limits,
-		Tickets:   newTicketKey(),
-		Now:       opts.Now,
+		Endpoint:   opts.Endpoint,
+		Suites:     opts.Suites,
+		Identity:   protocol.Identity{Signer: id.Signer, Chain: id.Chain},
+		ChunkSize:  opts.ChunkSize,
+		Limits:     opts.Limits,
+		Tickets:    newTicketKey(),
+		Now:        opts.Now,
+		ClientAuth: opts.ClientAuth,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -203,10 +205,11 @@ func (s *drmServer) notifyLocked() {
 
 // endpoints maps the session endpoints to the message type they take.
 var endpoints = map[string]protocol.MessageType{
-	protocol.MsgCatalog.String(): protocol.MsgCatalog,
-	protocol.MsgChunk.String():   protocol.MsgChunk,
-	protocol.MsgRekey.String():   protocol.MsgRekey,
-	protocol.MsgClose.String():   protocol.MsgClose,
+	protocol.MsgCatalog.String():    protocol.MsgCatalog,
+	protocol.MsgChunk.String():      protocol.MsgChunk,
+	protocol.MsgRekey.String():      protocol.MsgRekey,
+	protocol.MsgClose.String():      protocol.MsgClose,
+	protocol.MsgClientAuth.String(): protocol.MsgClientAuth,
 }
 
 func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -347,6 +350,8 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 		s.notifyLocked()
 		s.mu.Unlock()
 		reply, err = sess.SealReply(a, nil)
+	case protocol.MsgClientAuth:
+		reply, err = sess.Authenticate(a)
 	}
 	if err != nil {
 		return nil, 0, err

@@ -79,9 +79,13 @@ func remedyFor(err error) remedy {
 	switch {
 	case errors.Is(se.err, protocol.ErrRekeyRequired), errors.Is(se.err, protocol.ErrEpochRetired):
 		return rekey
-	case errors.Is(se.err, protocol.ErrUnknownSession), errors.Is(se.err, protocol.ErrAuthentication):
-		// The server lost the session (restart, expiry) or cannot open
-		// our requests: only a new handshake can tell which.
+	case errors.Is(se.err, protocol.ErrCredentialRefused):
+		return giveUp // a revoked or expired certificate stays so
+	case errors.Is(se.err, protocol.ErrUnknownSession), errors.Is(se.err, protocol.ErrAuthentication),
+		errors.Is(se.err, protocol.ErrCredentialsRequired):
+		// The server lost the session (restart, expiry), cannot open our
+		// requests, or holds it without its credentials: a new handshake
+		// (which presents them) is the only way on.
 		return renew
 	case errors.Is(se.err, protocol.ErrReplay):
 		return resend

@@ -46,6 +46,8 @@ func TestRemedyFor(t *testing.T) {
 		{"unknown session", refusal(403, "unknown-session: unknown or expired session"), renew},
 		{"server cannot open ours", refusal(403, "authentication: message authentication failed"), renew},
 		{"replay", refusal(409, "replay: replayed or too old sequence number"), resend},
+		{"credentials required", refusal(403, "credentials-required: credentials required: user"), renew},
+		{"credential refused", refusal(403, "credential-refused: user credential: revoked"), giveUp},
 		{"not found", refusal(404, "not-found: no such media"), giveUp},
 		{"out of range", refusal(416, "out-of-range: chunk past the end"), giveUp},
 		{"malformed", refusal(400, "malformed: malformed message"), giveUp},

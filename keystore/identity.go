@@ -120,6 +120,16 @@ func parseChain(derChain [][]byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// LoadCertificates returns the DER certificates of a PEM file, in order
+// (intermediates a client sends along with its own certificate, say).
+func LoadCertificates(file string) ([][]byte, error) {
+	ders, err := readCertificates(file)
+	if err == nil && len(ders) == 0 {
+		err = fmt.Errorf("keystore: %s holds no certificate", file)
+	}
+	return ders, err
+}
+
 // readCertificates returns the DER bytes of every CERTIFICATE block in a
 // PEM file. Other blocks and text between blocks are skipped, so combined
 // files and openssl's human-readable dumps load too.

@@ -32,6 +32,7 @@ import (
 // name in upper case with a CLIENTPROXY_ prefix, which the flag overrides.
 type config struct {
 	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts string
+	deviceCert, deviceKey, userCert, userKey, userChain                                string
 	prefetch, cacheChunks                                                                 int
 	retryBudget                                                                           time.Duration
 	allowRemote                                                                           bool
@@ -58,6 +59,11 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.serverName, "server-name", "", "name the server's certificate must carry (default: the host of --server)")
 	str(&c.endpoint, "endpoint", "", "endpoint name the server must sign (its drm endpoint setting); any when empty, and logged")
 	str(&c.allowHosts, "allow-host", "", "host names, comma-separated, that players may use besides localhost and loopback addresses (others are refused: DNS rebinding)")
+	str(&c.deviceCert, "device-cert", "", "PEM certificate (chain) of this device, for servers that require one")
+	str(&c.deviceKey, "device-key", "", "PEM private key of --device-cert")
+	str(&c.userCert, "user-cert", "", "PEM certificate (chain) of the user, for servers that require one")
+	str(&c.userKey, "user-key", "", "PEM private key of --user-cert (a software key: prefer a token)")
+	str(&c.userChain, "user-chain", "", "PEM intermediates of --user-cert that the server may lack")
 	str(&c.listen, "listen", "127.0.0.1:8765", "address to serve players on; loopback only unless --allow-remote")
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
@@ -133,7 +139,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := clientproxy.NewClient(clientproxy.ClientOptions{
+	creds, err := loadCredentials(c, logger)
+	if err != nil {
+		return err
+	}
+	client, err := clientproxy.NewClient(clientproxy.ClientOptions{Credentials: creds,
 		ServerURL: c.server, Roots: roots, ServerName: c.serverName, Endpoint: c.endpoint,
 		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), RetryBudget: c.retryBudget, Logger: logger,
 	})
@@ -201,4 +211,39 @@ func loadTLSRoots(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("--tls-root-ca %s holds no certificate", file)
 	}
 	return pool, nil
+}
+
+// loadCredentials loads the device and user credentials the flags name.
+func loadCredentials(c *config, logger *slog.Logger) ([]protocol.Credential, error) {
+	var creds []protocol.Credential
+	for _, f := range []struct {
+		kind, cert, key, chain string
+	}{
+		{protocol.CredentialDevice, c.deviceCert, c.deviceKey, ""},
+		{protocol.CredentialUser, c.userCert, c.userKey, c.userChain},
+	} {
+		if f.cert == "" && f.key == "" {
+			continue
+		}
+		if f.cert == "" || f.key == "" {
+			return nil, fmt.Errorf("--%s-cert and --%s-key go together", f.kind, f.kind)
+		}
+		id, err := keystore.LoadIdentity(f.cert, f.key)
+		if err != nil {
+			return nil, fmt.Errorf("%s credential: %w", f.kind, err)
+		}
+		chain := id.Chain
+		if f.chain != "" {
+			extra, err := keystore.LoadCertificates(f.chain)
+			if err != nil {
+				return nil, fmt.Errorf("--%s-chain: %w", f.kind, err)
+			}
+			chain = append(chain, extra...)
+		}
+		if f.kind == protocol.CredentialUser {
+			logger.Warn("the user's key is a file: whoever copies it is this user; a token keeps it (see docs)", "user", id.Leaf.Subject.String())
+		}
+		creds = append(creds, protocol.Credential{Kind: f.kind, Chain: chain, Signer: id.Signer})
+	}
+	return creds, nil
 }
