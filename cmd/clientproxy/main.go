@@ -32,7 +32,7 @@ import (
 // name in upper case with a CLIENTPROXY_ prefix, which the flag overrides.
 type config struct {
 	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts string
-	deviceCert, deviceKey, userCert, userKey, userChain                                string
+	deviceCert, deviceKey, userCert, userKey, userChain                                   string
 	prefetch, cacheChunks                                                                 int
 	retryBudget                                                                           time.Duration
 	allowRemote                                                                           bool
