@@ -19,7 +19,8 @@ import (
 // verified leaf.
 //
 // Every rejection wraps ErrUntrustedCertificate together with the cause
-// (for instance x509.UnknownAuthorityError or x509.HostnameError). roots
+// (for instance x509.UnknownAuthorityError or x509.HostnameError); a
+// rejected path is a *CredentialError naming the certificate at fault. roots
 // must not be nil: x509 would fall back to the system roots, which is
 // exactly what pinning a private root is meant to prevent.
 func VerifyChain(chain [][]byte, roots *x509.CertPool, host string, now time.Time) (*x509.Certificate, error) {
@@ -59,24 +60,41 @@ func CheckServerIdentity(id *Identity) error {
 	return pathKeys(certs)
 }
 
-// verifyChain is the chain check every peer's certificate passes: a path
-// to roots valid at now, a leaf fit for usage, and keys the protocol
-// accepts on every certificate of the path (a 1024-bit RSA intermediate
-// would make a strong leaf worthless).
+// verifyChain is VerifyChain without the host: the path check every
+// server certificate passes.
 func verifyChain(chain [][]byte, roots *x509.CertPool, now time.Time, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if roots == nil {
 		return nil, errors.New("keystore: VerifyChain needs a root pool; refusing to fall back to system roots")
 	}
+	path, err := verifyPath(chain, roots, nil, now, usage, nil)
+	if err != nil {
+		return nil, err
+	}
+	return path[0], nil
+}
+
+// verifyPath is the chain check every peer's certificate passes, server or
+// client: a leaf fit for usage (leafPolicy), a path from it to roots valid
+// at now, through the intermediates the peer sent and those the verifier
+// knows, and keys the protocol accepts on every certificate of the path (a
+// 1024-bit RSA intermediate would make a strong leaf worthless). check, if
+// not nil, is the verifier's further rule on a path (revocation).
+//
+// Any path that passes will do; otherwise the first path's refusal is
+// reported. Every refusal is a *CredentialError naming the certificate at
+// fault. It returns the accepted path, leaf first, root last.
+func verifyPath(chain [][]byte, roots *x509.CertPool, known []*x509.Certificate, now time.Time,
+	usage x509.ExtKeyUsage, check func(path []*x509.Certificate) error) ([]*x509.Certificate, error) {
 	certs, err := parseChain(chain)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
+		return nil, refuse(nil, ReasonMalformed, err)
 	}
 	leaf := certs[0]
 	if err := leafPolicy(leaf, usage); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
+		return nil, refuse(leaf, ReasonKeyUsage, err)
 	}
 	intermediates := x509.NewCertPool()
-	for _, c := range certs[1:] {
+	for _, c := range slices.Concat(known, certs[1:]) {
 		intermediates.AddCert(c)
 	}
 	paths, err := leaf.Verify(x509.VerifyOptions{
@@ -86,19 +104,20 @@ func verifyChain(chain [][]byte, roots *x509.CertPool, now time.Time, usage x509
 		KeyUsages:     []x509.ExtKeyUsage{usage},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, err)
+		return nil, chainRefusal(leaf, now, err)
 	}
-	// Any path whose every key the protocol accepts will do; report the
-	// first path's weak key otherwise.
-	var weak error
+	var first error
 	for _, path := range paths {
 		err := pathKeys(path)
-		if err == nil {
-			return leaf, nil
+		if err == nil && check != nil {
+			err = check(path)
 		}
-		weak = cmp.Or(weak, err)
+		if err == nil {
+			return path, nil
+		}
+		first = cmp.Or(first, err)
 	}
-	return nil, fmt.Errorf("%w: %w", ErrUntrustedCertificate, weak)
+	return nil, first
 }
 
 // leafPolicy refuses a leaf that is not explicitly meant to sign for
@@ -124,11 +143,12 @@ var usageNames = map[x509.ExtKeyUsage]string{
 	x509.ExtKeyUsageClientAuth: "clientAuth",
 }
 
-// pathKeys checks every key of a verified path, leaf to root.
+// pathKeys checks every key of a path, leaf to root, and refuses the
+// first certificate whose key the protocol does not accept.
 func pathKeys(path []*x509.Certificate) error {
 	for _, c := range path {
 		if err := protocol.CheckKey(c.PublicKey); err != nil {
-			return fmt.Errorf("%q: %w", c.Subject, err)
+			return refuse(c, ReasonWeakKey, err)
 		}
 	}
 	return nil
