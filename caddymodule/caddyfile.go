@@ -89,6 +89,13 @@ func siteAddress(h httpcaddyfile.Helper) (string, bool) {
 //		max_sessions         <count>
 //		unused_handshakes_per_address <count>
 //		allow_unprotected_routes
+//		require              device|user...
+//		device_ca            <ca.pem...>
+//		user_ca              <ca.pem...>
+//		user_id              serialNumber|cn|email|spki
+//		crl                  <crl...>
+//		crl_optional         <ca.pem...>
+//		before_credentials   catalog|nothing
 //	}
 //
 // Sizes accept units (256KiB, 1GiB); durations Caddy's syntax (90s, 1h).
@@ -185,6 +192,45 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.AllowUnprotectedRoutes = true
+		case "require":
+			h.Require = d.RemainingArgs()
+			if len(h.Require) == 0 {
+				return d.ArgErr()
+			}
+			if err := parseRequire(h.Require); err != nil {
+				return d.Err(err.Error())
+			}
+		case "device_ca", "user_ca", "crl", "crl_optional":
+			files := d.RemainingArgs()
+			if len(files) == 0 {
+				return d.ArgErr()
+			}
+			switch key {
+			case "device_ca":
+				h.DeviceCA = append(h.DeviceCA, files...)
+			case "user_ca":
+				h.UserCA = append(h.UserCA, files...)
+			case "crl":
+				h.CRL = append(h.CRL, files...)
+			default:
+				h.CRLOptional = append(h.CRLOptional, files...)
+			}
+		case "user_id", "before_credentials":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if key == "user_id" {
+				if userIDRules[v] == nil {
+					return d.Errf("user_id %q: want serialNumber, cn, email or spki", v)
+				}
+				h.UserID = v
+			} else {
+				if v != "catalog" && v != "nothing" {
+					return d.Errf("before_credentials %q: want catalog or nothing", v)
+				}
+				h.BeforeCredentials = v
+			}
 		default:
 			return d.Errf("unknown drm option %q", key)
 		}

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -86,6 +87,11 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		return h.writeReply(w, sess, req, js)
 	case protocol.MsgRekey:
 		reply, err := sess.Rekey(req)
+		if errors.Is(err, protocol.ErrCredentialRefused) {
+			// Revoked or expired since the session began, or a rekey its
+			// device did not sign: the session ends.
+			h.sessions.Delete(id)
+		}
 		if err != nil {
 			return h.fail(w, err)
 		}
@@ -93,6 +99,14 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		if ce := h.logger.Check(zap.DebugLevel, "session rekeyed"); ce != nil {
 			ce.Write(zap.Stringer("session", id), zap.Uint32("epoch", req.Epoch()+1))
 		}
+		return h.writeBinary(w, reply)
+	case protocol.MsgClientAuth:
+		reply, err := sess.Authenticate(req)
+		metricClientAuth.WithLabelValues(credentialResult(err)).Inc()
+		if err != nil {
+			return h.fail(w, err)
+		}
+		h.logAuthenticated(sess, clientAddr(r))
 		return h.writeBinary(w, reply)
 	case protocol.MsgClose:
 		h.sessions.Delete(id)

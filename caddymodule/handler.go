@@ -101,7 +101,36 @@ type Handler struct {
 	// only when those handlers serve nothing of the origin.
 	AllowUnprotectedRoutes bool `json:"allow_unprotected_routes,omitempty"`
 
-	endpoints string                // Prefix + "/v1/"
+	// Require lists the credentials every session must present before it
+	// is served (protocol §17): "device", "user" or both. Default: none,
+	// clients are anonymous.
+	Require []string `json:"require,omitempty"`
+
+	// DeviceCA and UserCA are PEM files of the CAs — roots, and the
+	// intermediates clients may leave out — that device and user
+	// certificates must chain to. One CA may not be in both: a device
+	// certificate would pass as a user.
+	DeviceCA []string `json:"device_ca,omitempty"`
+	UserCA   []string `json:"user_ca,omitempty"`
+
+	// UserID is how a user is named in logs and licenses: serialNumber
+	// (the subject's, as the Citizen Card carries; default), cn, email
+	// (the first email SAN) or spki (the hash of the public key).
+	UserID string `json:"user_id,omitempty"`
+
+	// CRL are files of full and delta CRLs (DER or PEM) of the device and
+	// user CAs, read again when they change. A certificate whose CRL is
+	// missing or past its NextUpdate is refused, unless its issuer is in
+	// CRLOptional (PEM files of CA certificates).
+	CRL         []string `json:"crl,omitempty"`
+	CRLOptional []string `json:"crl_optional,omitempty"`
+
+	// BeforeCredentials is what a session is served before its
+	// credentials are verified: "catalog" (default) or "nothing".
+	BeforeCredentials string `json:"before_credentials,omitempty"`
+
+	credentials *credentialSetup
+	endpoints   string                // Prefix + "/v1/"
 	cfg       protocol.ServerConfig // what server was made from
 	server    *protocol.Server
 	state     *poolState
@@ -140,6 +169,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if h.credentials, err = h.setupCredentials(); err != nil {
+		return err
+	}
 	cfg := protocol.ServerConfig{
 		Endpoint:  h.Endpoint,
 		Suites:    suites,
@@ -152,7 +184,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		},
 		TicketLifetime: protocol.DefaultTicketLifetime,
 	}
-	h.poolKey = sessionPoolKey(cfg, h.SessionIdleTimeout, h.MaxSessions, h.UnusedHandshakesPerAddress)
+	policyKey := ""
+	if h.credentials != nil {
+		cfg.ClientAuth, policyKey = h.credentials.policy, h.credentials.fingerprint
+	}
+	h.poolKey = sessionPoolKey(cfg, policyKey, h.SessionIdleTimeout, h.MaxSessions, h.UnusedHandshakesPerAddress)
 	st, _, err := sessionPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newPoolState(cfg.Endpoint, time.Duration(h.SessionIdleTimeout), h.MaxSessions, cfg.TicketLifetime, h.UnusedHandshakesPerAddress), nil
 	})
@@ -233,6 +269,12 @@ func (h *Handler) setDefaults() {
 	if h.UnusedHandshakesPerAddress == 0 {
 		h.UnusedHandshakesPerAddress = 64
 	}
+	if h.UserID == "" {
+		h.UserID = "serialNumber"
+	}
+	if h.BeforeCredentials == "" {
+		h.BeforeCredentials = "catalog"
+	}
 }
 
 func (h *Handler) loadIdentity() (*keystore.Identity, error) {
@@ -304,6 +346,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveSessionRequest(w, r, next, protocol.MsgRekey)
 	case "close":
 		return h.serveSessionRequest(w, r, next, protocol.MsgClose)
+	case "client-auth":
+		return h.serveSessionRequest(w, r, next, protocol.MsgClientAuth)
 	}
 	return h.failWith(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
 }

@@ -30,6 +30,10 @@ var (
 		Namespace: "caddy", Subsystem: "drm", Name: "errors_total",
 		Help: "Refused or failed requests by Drm-Error code.",
 	}, []string{"code"})
+	metricClientAuth = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "client_auth_total",
+		Help: "Client credentials presented, by result (verified or the refusal's code).",
+	}, []string{"result"})
 	metricSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "drm", Name: "sessions",
 		Help: "Sessions held by endpoint: those in use since their first request (a handshake alone adds none).",
@@ -41,7 +45,7 @@ func registerMetrics(ctx caddy.Context) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{metricHandshakes, metricRekeys, metricChunks, metricChunkBytes, metricErrors, metricSessions} {
+	for _, c := range []prometheus.Collector{metricHandshakes, metricRekeys, metricChunks, metricChunkBytes, metricErrors, metricSessions, metricClientAuth} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

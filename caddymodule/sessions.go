@@ -51,9 +51,9 @@ func (p *poolState) Destruct() error {
 // every session (and the tickets of those not used yet); one that changes
 // any starts anew, and the clients of the old sessions run a new handshake
 // (unknown-session) without their players noticing.
-func sessionPoolKey(cfg protocol.ServerConfig, idle caddy.Duration, maxSessions, unusedHandshakes int) string {
-	key := fmt.Sprintf("%q|%x|%s|%d|%+v|%v|%d|%d", cfg.Endpoint, sha256.Sum256(cfg.Identity.Chain[0]),
-		strings.Join(protocol.SuiteNames(cfg.Suites), ","), cfg.ChunkSize, cfg.Limits, idle, maxSessions, unusedHandshakes)
+func sessionPoolKey(cfg protocol.ServerConfig, policy string, idle caddy.Duration, maxSessions, unusedHandshakes int) string {
+	key := fmt.Sprintf("%q|%x|%s|%d|%+v|%q|%v|%d|%d", cfg.Endpoint, sha256.Sum256(cfg.Identity.Chain[0]),
+		strings.Join(protocol.SuiteNames(cfg.Suites), ","), cfg.ChunkSize, cfg.Limits, policy, idle, maxSessions, unusedHandshakes)
 	sum := sha256.Sum256([]byte(key))
 	return "sessions|" + hex.EncodeToString(sum[:16])
 }

@@ -81,6 +81,7 @@ type vectorFile struct {
 	ReplyAD         []replyADVector        `json:"reply_ad"`
 	ChunkRequests   []chunkRequestVector   `json:"chunk_requests"`
 	Session         sessionVector          `json:"session"`
+	ClientAuth      clientAuthVector       `json:"client_auth"`
 	// SignatureChecks are signatures of the randomised schemes (ECDSA,
 	// RSA-PSS) over a transcript hash: an implementation verifies them.
 	SignatureChecks []signatureCheckVector `json:"signature_checks"`
@@ -91,6 +92,10 @@ type contextVectors struct {
 	Transcript        hexBytes `json:"transcript"`
 	RekeyTranscript   hexBytes `json:"rekey_transcript"`
 	ServerSignature   hexBytes `json:"server_signature"`
+	ClientCredentials hexBytes `json:"client_credentials"`
+	DeviceSignature   hexBytes `json:"device_signature"`
+	UserSignature     hexBytes `json:"user_signature"`
+	DeviceRekey       hexBytes `json:"device_rekey"`
 	TrafficLabels     []string `json:"traffic_labels"`
 	EpochLabel        string   `json:"epoch_label"`
 	ChainLabel        string   `json:"chain_label"`
@@ -411,6 +416,10 @@ func generateVectors(t *testing.T, signatureChecks []signatureCheckVector) vecto
 			Transcript:        []byte(transcriptContext),
 			RekeyTranscript:   []byte(rekeyTranscriptContext),
 			ServerSignature:   []byte(serverSignatureContext),
+			ClientCredentials: []byte(clientAuthContext),
+			DeviceSignature:   []byte(deviceSignatureContext),
+			UserSignature:     []byte(userSignatureContext),
+			DeviceRekey:       []byte(deviceRekeyContext),
 			TrafficLabels:     []string{labelC2SKey, labelC2SMacKey, labelC2SIV, labelS2CKey, labelS2CMacKey, labelS2CIV},
 			EpochLabel:        labelEpoch,
 			ChainLabel:        labelChain,
@@ -426,5 +435,6 @@ func generateVectors(t *testing.T, signatureChecks []signatureCheckVector) vecto
 	v.RequestHeaders, v.ResponseHeaders, v.ReplyAD, v.ChunkRequests = layoutVectors(t)
 	v.Session, v.Transcripts, v.Signatures = sessionVectors(t)
 	v.SignatureChecks = signatureCheckVectors(t, signatureChecks)
+	v.ClientAuth = clientAuthVectors(t)
 	return v
 }
