@@ -45,9 +45,10 @@ existing key or certificate is touched.`,
 			if _, err := keystore.InitPKI(files.Dir, opts); err != nil {
 				return err
 			}
+			after := existing(paths)
 			for _, p := range paths {
 				verb := "wrote"
-				if before[p] {
+				if before[p] != nil && after[p] != nil && os.SameFile(before[p], after[p]) {
 					verb = "kept "
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", verb, p)
@@ -73,12 +74,15 @@ func pkiPaths(files keystore.Files) []string {
 	return append(paths, filepath.Join(files.Dir, "README.txt"))
 }
 
-// existing reports which of paths exist.
-func existing(paths []string) map[string]bool {
-	m := map[string]bool{}
+// existing returns the FileInfo of those of paths that exist. A file
+// InitPKI replaced (our old README) is a new file, so os.SameFile tells
+// it from one that was kept.
+func existing(paths []string) map[string]os.FileInfo {
+	m := map[string]os.FileInfo{}
 	for _, p := range paths {
-		_, err := os.Stat(p)
-		m[p] = err == nil
+		if info, err := os.Stat(p); err == nil {
+			m[p] = info
+		}
 	}
 	return m
 }

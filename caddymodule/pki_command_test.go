@@ -100,6 +100,32 @@ func TestPKICommands(t *testing.T) {
 	}
 }
 
+// TestPKIInitUpgrade: init on a directory of the old init (root and
+// server only; keystore's test data) says it kept those and wrote the CAs,
+// and the README it replaced.
+func TestPKIInitUpgrade(t *testing.T) {
+	src := filepath.Join("..", "keystore", "testdata", "pki-v1")
+	dir := filepath.Join(t.TempDir(), "pki")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"root.crt", "root.key", "server.crt", "server.key", "README.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, name), readFileT(t, filepath.Join(src, name)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := runPKI(t, "init", dir)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"kept  " + filepath.Join(dir, "root.key"), "kept  " + filepath.Join(dir, "server.crt"),
+		"wrote " + filepath.Join(dir, "device-ca.key"), "wrote " + filepath.Join(dir, "README.txt")} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestPKICommandErrors: bad arguments are refused with a useful message.
 func TestPKICommandErrors(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pki")
