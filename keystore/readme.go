@@ -27,9 +27,9 @@ server.key  The media server's private key. The server proves its identity
 Clients and publishers
 ----------------------
 Three more CAs, each self-signed with its own key, one per purpose, so that
-a certificate issued for one purpose never passes for another. The server
-trusts device-ca.crt for devices and user-ca.crt for users; it refuses one
-CA in both roles.
+a certificate issued for one purpose never passes for another. Configure
+the server with device-ca.crt to authenticate devices and user-ca.crt for
+users; it refuses one CA in both roles.
 
 device-ca.crt, device-ca.key    CA of devices ('caddy drm pki issue device').
 user-ca.crt, user-ca.key        CA of users ('caddy drm pki issue user'), a
