@@ -216,7 +216,7 @@ func TestInitPKIInitialCRLs(t *testing.T) {
 			}
 			continue
 		}
-		full, delta := readCRL(t, f.CRL), readCRL(t, f.DeltaCRL)
+		full, delta := loadCRLFile(t, f.CRL), loadCRLFile(t, f.DeltaCRL)
 		checkCRL(t, full, files, ca, 1, 0, testNow, defaultNextUpdate)
 		checkCRL(t, delta, files, ca, 2, 1, testNow, defaultNextUpdate)
 		if len(full.RevokedCertificateEntries)+len(delta.RevokedCertificateEntries) != 0 {

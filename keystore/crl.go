@@ -32,9 +32,9 @@ var (
 // times before verifiers see an expired CRL.
 const defaultNextUpdate = 7 * 24 * time.Hour
 
-// oidDeltaCRLIndicator is the delta CRL indicator extension (RFC 5280,
+// extDeltaCRLIndicator is the delta CRL indicator extension (RFC 5280,
 // section 5.2.4), which crypto/x509 writes only through ExtraExtensions.
-var oidDeltaCRLIndicator = asn1.ObjectIdentifier{2, 5, 29, 27}
+var extDeltaCRLIndicator = asn1.ObjectIdentifier{2, 5, 29, 27}
 
 // reasonCodes are the revocation reasons Revoke accepts (RFC 5280,
 // section 5.3.1), by their RFC names. "unspecified" puts no reason code
@@ -87,8 +87,8 @@ func (opts CRLOptions) resolve() (time.Time, time.Duration, error) {
 	return now.UTC().Truncate(time.Second), next, nil
 }
 
-// Revocation describes what Revoke did.
-type Revocation struct {
+// RevokeResult describes what Revoke did.
+type RevokeResult struct {
 	// CA is the purpose CA that issued, and now revokes, the certificate.
 	CA CA
 	// Serial and Subject identify the certificate.
@@ -115,7 +115,7 @@ type Revocation struct {
 // no purpose CA of dir signed the certificate (the CA certificates
 // themselves included), and ErrAlreadyRevoked if it was revoked before.
 // Concurrent calls are serialised by the directory's lock.
-func Revoke(dir, certFile, reason string, opts CRLOptions) (*Revocation, error) {
+func Revoke(dir, certFile, reason string, opts CRLOptions) (*RevokeResult, error) {
 	reason = cmp.Or(reason, "unspecified")
 	if _, ok := reasonCodes[reason]; !ok {
 		return nil, fmt.Errorf("keystore: unknown revocation reason %q (want one of %s)", reason, strings.Join(RevocationReasons(), ", "))
@@ -170,7 +170,7 @@ func Revoke(dir, certFile, reason string, opts CRLOptions) (*Revocation, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Revocation{CA: ca, Serial: cert.SerialNumber, Subject: cert.Subject.String(),
+	return &RevokeResult{CA: ca, Serial: cert.SerialNumber, Subject: cert.Subject.String(),
 		Reason: reason, Time: now, Written: written}, nil
 }
 
@@ -303,7 +303,7 @@ func signCRL(id *Identity, number, base int64, entries []revokedEntry, now time.
 		if err != nil {
 			return nil, fmt.Errorf("keystore: delta CRL indicator: %w", err)
 		}
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: value}}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: extDeltaCRLIndicator, Critical: true, Value: value}}
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, id.Leaf, id.Signer)
 	if err != nil {

@@ -73,7 +73,7 @@ func TestCRLSequence(t *testing.T) {
 		if err := s.do(CRLOptions{NextUpdate: s.next, Now: func() time.Time { return now }}); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		full, delta := readCRL(t, files.CA(DeviceCA).CRL), readCRL(t, files.CA(DeviceCA).DeltaCRL)
+		full, delta := loadCRLFile(t, files.CA(DeviceCA).CRL), loadCRLFile(t, files.CA(DeviceCA).DeltaCRL)
 		checkCRL(t, full, files, DeviceCA, s.full, 0, testNow.Add(s.fullAt), s.fullNext)
 		checkCRL(t, delta, files, DeviceCA, s.delta, s.full, now, cmp.Or(s.next, defaultNextUpdate))
 		for _, l := range []struct {
@@ -93,7 +93,7 @@ func TestCRLSequence(t *testing.T) {
 				}
 			}
 		}
-		if got := readCRL(t, files.CA(UserCA).CRL).Number.Int64(); got != s.userFull {
+		if got := loadCRLFile(t, files.CA(UserCA).CRL).Number.Int64(); got != s.userFull {
 			t.Errorf("%s: user-ca.crl number %d, want %d", s.name, got, s.userFull)
 		}
 	}
@@ -101,7 +101,7 @@ func TestCRLSequence(t *testing.T) {
 		t.Error("WriteCRLs(nil) made content-ca's CRL, which has no database")
 	}
 	// The "unspecified" reason puts no reason code extension in the CRL.
-	for _, e := range readCRL(t, files.CA(DeviceCA).CRL).RevokedCertificateEntries {
+	for _, e := range loadCRLFile(t, files.CA(DeviceCA).CRL).RevokedCertificateEntries {
 		if e.SerialNumber.Cmp(c) == 0 && len(e.Extensions) != 0 {
 			t.Errorf("unspecified reason: entry extensions %v", e.Extensions)
 		}
@@ -181,7 +181,7 @@ func TestRevokePublisher(t *testing.T) {
 		!slices.Equal(rev.Written, []string{f.Database, f.CRL, f.DeltaCRL}) {
 		t.Errorf("Revoke returned %+v", rev)
 	}
-	full, delta := readCRL(t, f.CRL), readCRL(t, f.DeltaCRL)
+	full, delta := loadCRLFile(t, f.CRL), loadCRLFile(t, f.DeltaCRL)
 	checkCRL(t, full, files, ContentCA, 1, 0, now, defaultNextUpdate)
 	checkCRL(t, delta, files, ContentCA, 2, 1, now, defaultNextUpdate)
 	if len(full.RevokedCertificateEntries) != 1 || full.RevokedCertificateEntries[0].SerialNumber.Cmp(rev.Serial) != 0 ||
@@ -284,7 +284,7 @@ func checkAllRevoked(t *testing.T, dir string, n int) {
 		t.Errorf("database: %d revocations with %d distinct CRL numbers, last CRL %d; want %d, %d, %d",
 			len(db.Revoked), len(numbers), db.LastCRLNumber, n, n, 2+n)
 	}
-	delta := readCRL(t, f.DeltaCRL)
+	delta := loadCRLFile(t, f.DeltaCRL)
 	if len(delta.RevokedCertificateEntries) != n || delta.Number.Int64() != int64(2+n) {
 		t.Errorf("delta CRL %d lists %d certificates, want %d and %d", delta.Number, len(delta.RevokedCertificateEntries), 2+n, n)
 	}
@@ -322,8 +322,8 @@ func TestDatabaseRefused(t *testing.T) {
 	}
 }
 
-// readCRL parses the single "X509 CRL" PEM block of path.
-func readCRL(t *testing.T, path string) *x509.RevocationList {
+// loadCRLFile parses the single "X509 CRL" PEM block of path.
+func loadCRLFile(t *testing.T, path string) *x509.RevocationList {
 	t.Helper()
 	block, rest := pem.Decode(readFile(t, path))
 	if block == nil || block.Type != "X509 CRL" || len(strings.TrimSpace(string(rest))) != 0 {

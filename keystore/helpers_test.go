@@ -186,10 +186,10 @@ func mustKey(t *testing.T, keyType string) crypto.Signer {
 	return key
 }
 
-// openssl runs the openssl command in dir and returns its combined output.
+// runOpenSSL runs the openssl command in dir and returns its combined output.
 // openssl is an implementation independent of crypto/x509, so tests use
 // it to check what keystore writes.
-func openssl(t *testing.T, dir string, args ...string) (string, error) {
+func runOpenSSL(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Fatal("openssl is not installed (scripts/deps.sh installs it)")

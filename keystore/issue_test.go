@@ -249,7 +249,7 @@ func TestIssueOpenSSL(t *testing.T) {
 // want (a regular expression).
 func mustOpenSSL(t *testing.T, dir, want string, args ...string) {
 	t.Helper()
-	out, err := openssl(t, dir, args...)
+	out, err := runOpenSSL(t, dir, args...)
 	if err != nil || !regexp.MustCompile(want).MatchString(out) {
 		t.Errorf("openssl %s: %v, want success matching %q:\n%s", strings.Join(args, " "), err, want, out)
 	}
@@ -259,7 +259,7 @@ func mustOpenSSL(t *testing.T, dir, want string, args ...string) {
 // want.
 func failOpenSSL(t *testing.T, dir, want string, args ...string) {
 	t.Helper()
-	out, err := openssl(t, dir, args...)
+	out, err := runOpenSSL(t, dir, args...)
 	if err == nil || !regexp.MustCompile(want).MatchString(out) {
 		t.Errorf("openssl %s: %v, want failure matching %q:\n%s", strings.Join(args, " "), err, want, out)
 	}
