@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -68,8 +69,14 @@ func sharedPKI(t *testing.T, keyType string, slot int) Files {
 	return f
 }
 
-// snapshot returns the contents of every file in dir, to prove that a call
-// changed nothing.
+// completeFiles is the number of files InitPKI makes (the lock file
+// aside): root and server pairs, three CA pairs, two CAs' database and
+// CRLs, README.txt.
+const completeFiles = 4 + 3*2 + 2*3 + 1
+
+// snapshot returns the contents of every file in dir but the lock file
+// (an empty file, made by whoever writes), to prove that a call changed
+// nothing.
 func snapshot(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -78,6 +85,9 @@ func snapshot(t *testing.T, dir string) map[string][]byte {
 	}
 	m := map[string][]byte{}
 	for _, e := range entries {
+		if e.Name() == lockName {
+			continue
+		}
 		m[e.Name()] = readFile(t, filepath.Join(dir, e.Name()))
 	}
 	return m
@@ -174,4 +184,18 @@ func mustKey(t *testing.T, keyType string) crypto.Signer {
 		t.Fatal(err)
 	}
 	return key
+}
+
+// runOpenSSL runs the openssl command in dir and returns its combined output.
+// openssl is an implementation independent of crypto/x509, so tests use
+// it to check what keystore writes.
+func runOpenSSL(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl is not installed (scripts/deps.sh installs it)")
+	}
+	cmd := exec.Command("openssl", args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

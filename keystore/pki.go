@@ -1,5 +1,6 @@
 // Package keystore creates and loads the private PKI that caddy-drm uses to
-// authenticate its media servers.
+// authenticate its media servers, and issues and revokes the certificates
+// of its clients (devices and users) and publishers.
 //
 // The PKI is deliberately separate from the TLS certificates Caddy serves:
 // clients (clientproxy) pin a single root with --root-ca and never consult
@@ -7,36 +8,39 @@
 // impersonate a media server, and a development setup needs no public CA.
 //
 // InitPKI lays out a root CA and one server certificate in a directory, the
-// way Caddy's `tls internal` bootstraps a local CA. LoadIdentity, LoadRoots
-// and VerifyChain are the loading and verification halves used by the server
-// and client at run time.
+// way Caddy's `tls internal` bootstraps a local CA, beside one CA per other
+// purpose (CA: devices, users, publishers). IssueDevice, IssueUser and
+// IssuePublisher sign leaves with those; Revoke and WriteCRLs keep their
+// revocation lists (crl.go). LoadIdentity, LoadRoots and VerifyChain are
+// the loading and verification halves used by the server and client at
+// run time.
 package keystore
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
+	"cmp"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
 
-// ErrIncompletePKI reports a directory that holds some but not all of the
-// PKI files. InitPKI refuses to fill the gaps: a new root would orphan every
-// client that pinned the old one, and a new server key would not match an
-// existing certificate, so only a human can decide what to keep.
+// ErrIncompletePKI reports a directory that holds part of a PKI that
+// InitPKI cannot complete: half a key and certificate pair, or revocation
+// state without what it belongs to. InitPKI refuses to fill such gaps: a
+// new root would orphan every client that pinned the old one, a new key
+// would not match an existing certificate, and a new revocation database
+// would forget revocations, so only a human can decide what to keep. (A
+// whole purpose CA missing is different: InitPKI adds it.)
 var ErrIncompletePKI = errors.New("keystore: incomplete PKI directory")
 
 // File names inside a PKI directory. They are fixed so that documentation,
@@ -68,10 +72,11 @@ const rsaBits = 3072
 const backdate = time.Hour
 
 // PKIOptions controls the PKI created by InitPKI. The zero value is usable.
-// Options are ignored when the directory already holds a complete PKI.
+// Options are ignored when the directory already holds a complete PKI, and
+// only KeyType and Now matter when InitPKI merely adds the purpose CAs.
 type PKIOptions struct {
 	// KeyType is "ed25519", "p256" (default), "p384" or "rsa" (RSA-3072).
-	// It applies to both the root and the server key.
+	// It applies to every key InitPKI makes: root, server and purpose CAs.
 	KeyType string
 	// Hosts are the DNS names and IP addresses put in the server
 	// certificate's subject alternative names. Default: localhost,
@@ -85,7 +90,9 @@ type PKIOptions struct {
 	Now func() time.Time
 }
 
-// Files holds absolute paths of the files of a PKI directory.
+// Files holds absolute paths of the files of a PKI directory. The purpose
+// CAs' files and issued certificates are named by its methods (CA, Device,
+// User, Publisher).
 type Files struct {
 	Dir        string
 	RootCert   string
@@ -105,97 +112,251 @@ func filesIn(dir string) Files {
 	}
 }
 
-// InitPKI makes sure dir holds a root CA and a server certificate signed by
-// it, and returns their paths.
+// InitPKI makes sure dir holds a complete development PKI and returns its
+// paths: a root CA and a server certificate signed by it (root.crt,
+// root.key, server.crt, server.key), three self-signed purpose CAs
+// (device-ca, user-ca and content-ca, each a .crt and a .key; see CA), an
+// empty revocation database and full and delta CRLs for device-ca and
+// user-ca (see WriteCRLs), and README.txt, which explains every file.
 //
-// If dir already holds all four key and certificate files, they are checked
-// for consistency and returned unchanged, so InitPKI can run on every start
-// like Caddy's `tls internal`. If it holds only some of them, InitPKI
-// returns an error wrapping ErrIncompletePKI and writes nothing. Otherwise
-// it creates dir (mode 0700) and writes root.crt, root.key, server.crt,
-// server.key and README.txt. Keys are PKCS#8 PEM with mode 0600.
+// If dir already holds all of it, the keys and certificates are checked
+// for consistency and nothing is written, so InitPKI can run on every
+// start like Caddy's `tls internal`. A directory made before the purpose
+// CAs existed (root and server only) is upgraded: the missing CAs and
+// their CRLs are added and no existing key or certificate is touched.
+// Only our own README of that time, unchanged, is replaced, since it would
+// no longer describe the directory; an operator's README is kept.
+//
+// A pair that is half there (a certificate without its key, or the
+// reverse), root and server files missing beside purpose CAs, or a CRL
+// without its database makes InitPKI return an error wrapping
+// ErrIncompletePKI and write nothing: only a human can decide what to
+// keep. Otherwise it creates dir (mode 0700) and what is missing. Keys are
+// PKCS#8 PEM with mode 0600.
 //
 // Every file is written to a temporary name, synced, then linked into place
 // without replacing an existing file: a crash leaves either a whole file or
-// none (which a later call reports as ErrIncompletePKI), and two processes
-// initialising the same directory cannot mix their roots and keys — the
-// loser gets an error wrapping fs.ErrExist.
+// none (which a later call reports as ErrIncompletePKI). Writers take the
+// directory's lock (.pki.lock), so concurrent initialisations, and
+// revocations, are serialised.
 func InitPKI(dir string, opts PKIOptions) (Files, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return Files{}, fmt.Errorf("keystore: PKI directory %q: %w", dir, err)
-	}
-	files := filesIn(abs)
-
-	complete, err := existingPKI(files)
+	files, err := FilesIn(dir)
 	if err != nil {
 		return Files{}, err
 	}
-	if complete {
+	// The common case, a complete PKI, takes no lock and writes nothing,
+	// so it works on a read-only directory. Anything else is decided again
+	// under the lock: a pair that looks half written may be another
+	// initialiser's work in progress.
+	state, err := readState(files)
+	if err == nil && state.complete() {
 		if err := checkPKI(files); err != nil {
 			return Files{}, err
 		}
 		return files, nil
 	}
-
-	pki, err := newPKI(opts)
+	if err != nil && !errors.Is(err, ErrIncompletePKI) {
+		return Files{}, err
+	}
+	// Bad options must fail before anything is created.
+	r, err := opts.resolve()
 	if err != nil {
 		return Files{}, err
 	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
+	if err := os.MkdirAll(files.Dir, 0o700); err != nil {
 		return Files{}, fmt.Errorf("keystore: create PKI directory: %w", err)
 	}
-	// Order matters: the root certificate goes first so that concurrent
-	// initialisers collide on the first file, before either writes a key.
-	writes := []struct {
-		path string
-		data []byte
-		perm fs.FileMode
-	}{
-		{files.RootCert, pki.rootCert, 0o644},
-		{files.RootKey, pki.rootKey, 0o600},
-		{files.ServerCert, pki.serverCert, 0o644},
-		{files.ServerKey, pki.serverKey, 0o600},
+	release, err := lockDir(files.Dir)
+	if err != nil {
+		return Files{}, err
 	}
-	for _, w := range writes {
-		if err := writeNew(w.path, w.data, w.perm); err != nil {
-			return Files{}, err
-		}
+	defer release()
+	if state, err = readState(files); err != nil {
+		return Files{}, err
 	}
-	// An operator's own README is worth more than ours; keep it.
-	err = writeNew(filepath.Join(abs, readmeName), []byte(readme), 0o644)
-	if err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := completePKI(files, state, r); err != nil {
 		return Files{}, err
 	}
 	return files, nil
 }
 
-// existingPKI reports whether all PKI files exist. It returns an error
-// wrapping ErrIncompletePKI if only some do.
-func existingPKI(files Files) (bool, error) {
-	var present, missing []string
-	for _, p := range []string{files.RootCert, files.RootKey, files.ServerCert, files.ServerKey} {
-		_, err := os.Lstat(p)
-		switch {
-		case err == nil:
-			present = append(present, filepath.Base(p))
-		case errors.Is(err, fs.ErrNotExist):
-			missing = append(missing, filepath.Base(p))
-		default:
-			return false, fmt.Errorf("keystore: %w", err)
-		}
-	}
-	if len(present) > 0 && len(missing) > 0 {
-		return false, fmt.Errorf("%w: %s has %s but lacks %s; restore the missing files or remove the directory to start over",
-			ErrIncompletePKI, files.Dir, strings.Join(present, ", "), strings.Join(missing, ", "))
-	}
-	return len(missing) == 0, nil
+// pkiState records which parts of a PKI directory exist.
+type pkiState struct {
+	base bool        // root and server pairs
+	cas  map[CA]bool // each purpose CA's pair
+	dbs  map[CA]bool // each purpose CA's revocation database
 }
 
-// checkPKI verifies that an existing PKI hangs together: each key matches
-// its certificate and the root signed the server certificate. Catching this
-// at start-up beats every client failing verification later.
+// complete reports whether InitPKI has nothing to add.
+func (s pkiState) complete() bool {
+	if !s.base {
+		return false
+	}
+	for _, ca := range AllCAs() {
+		if !s.cas[ca] || ca.crlAtInit() && !s.dbs[ca] {
+			return false
+		}
+	}
+	return true
+}
+
+// readState looks at which PKI files exist. It returns an error wrapping
+// ErrIncompletePKI for a state InitPKI must not repair (see InitPKI).
+func readState(files Files) (pkiState, error) {
+	s := pkiState{cas: map[CA]bool{}, dbs: map[CA]bool{}}
+	var err error
+	s.base, err = pairState(files.Dir, files.RootCert, files.RootKey, files.ServerCert, files.ServerKey)
+	if err != nil {
+		return s, err
+	}
+	for _, ca := range AllCAs() {
+		f := files.CA(ca)
+		if s.cas[ca], err = pairState(files.Dir, f.Cert, f.Key); err != nil {
+			return s, err
+		}
+		if s.dbs[ca], err = exists(f.Database); err != nil {
+			return s, err
+		}
+		if s.dbs[ca] && !s.cas[ca] {
+			return s, fmt.Errorf("%w: %s has %s but not the CA it belongs to (%s); restore the CA or remove the database",
+				ErrIncompletePKI, files.Dir, filepath.Base(f.Database), filepath.Base(f.Cert))
+		}
+		for _, crl := range []string{f.CRL, f.DeltaCRL} {
+			// Without its database a CRL cannot be continued: starting
+			// afresh would forget its revocations and reuse its numbers.
+			if found, err := exists(crl); err != nil {
+				return s, err
+			} else if found && !s.dbs[ca] {
+				return s, fmt.Errorf("%w: %s has %s but lacks %s; restore the database, or remove the CRLs to forget every revocation of %s",
+					ErrIncompletePKI, files.Dir, filepath.Base(crl), filepath.Base(f.Database), ca.base())
+			}
+		}
+		if s.cas[ca] && !s.base {
+			return s, fmt.Errorf("%w: %s has %s but lacks %s and %s; restore them or remove the directory to start over",
+				ErrIncompletePKI, files.Dir, filepath.Base(f.Cert), rootCertName, serverCertName)
+		}
+	}
+	return s, nil
+}
+
+// exists reports whether path exists.
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("keystore: %w", err)
+}
+
+// completePKI adds what state lacks to the directory, under its lock.
+// Existing parts are checked before anything is written, so that a broken
+// PKI is reported rather than extended.
+func completePKI(files Files, state pkiState, r resolvedPKI) error {
+	if state.base {
+		if err := checkBase(files); err != nil {
+			return err
+		}
+	}
+	for _, ca := range AllCAs() {
+		if state.cas[ca] {
+			if _, err := loadCA(files, ca); err != nil {
+				return fmt.Errorf("keystore: existing PKI in %s: %w", files.Dir, err)
+			}
+		}
+	}
+	type write struct {
+		path string
+		data []byte
+		perm fs.FileMode
+	}
+	var writes []write
+	if !state.base {
+		pki, err := newPKI(r)
+		if err != nil {
+			return err
+		}
+		// The root certificate goes first, so that an initialiser that
+		// does not take the lock (an older caddy-drm) collides with us on
+		// the first file, before either writes a key.
+		writes = append(writes,
+			write{files.RootCert, pki.rootCert, 0o644}, write{files.RootKey, pki.rootKey, 0o600},
+			write{files.ServerCert, pki.serverCert, 0o644}, write{files.ServerKey, pki.serverKey, 0o600})
+	}
+	for _, ca := range AllCAs() {
+		if state.cas[ca] {
+			continue
+		}
+		cert, key, err := newCA(ca, r.keyType, r.now)
+		if err != nil {
+			return err
+		}
+		f := files.CA(ca)
+		writes = append(writes, write{f.Cert, cert, 0o644}, write{f.Key, key, 0o600})
+	}
+	for _, w := range writes {
+		if err := writeNew(w.path, w.data, w.perm); err != nil {
+			return err
+		}
+	}
+	if err := checkPKI(files); err != nil {
+		return err
+	}
+	for _, ca := range AllCAs() {
+		if ca.crlAtInit() && !state.dbs[ca] {
+			if _, err := writeCRLsLocked(files, ca, CRLOptions{Now: func() time.Time { return r.now }}); err != nil {
+				return err
+			}
+		}
+	}
+	return writeReadme(files.Dir)
+}
+
+// writeReadme writes README.txt unless the directory has one. Our own
+// README from before the purpose CAs (readmeV1SHA256), unchanged, is
+// replaced: it would describe only half the directory. An operator's own
+// README is worth more than ours and is kept.
+func writeReadme(dir string) error {
+	path := filepath.Join(dir, readmeName)
+	old, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		err = writeNew(path, []byte(readme), 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	case err != nil:
+		return fmt.Errorf("keystore: %w", err)
+	case fmt.Sprintf("%x", sha256.Sum256(old)) == readmeV1SHA256:
+		return writeReplace(path, []byte(readme), 0o644)
+	}
+	return nil
+}
+
+// checkPKI verifies that an existing PKI hangs together (checkBase,
+// checkCAs). Catching a mismatch at start-up beats every client failing
+// verification later.
 func checkPKI(files Files) error {
+	if err := checkBase(files); err != nil {
+		return err
+	}
+	root, err := readCertificates(files.RootCert)
+	if err != nil {
+		return err
+	}
+	rootCert, err := x509.ParseCertificate(root[0])
+	if err != nil {
+		return fmt.Errorf("keystore: %s: %w", files.RootCert, err)
+	}
+	return checkCAs(files, rootCert)
+}
+
+// checkBase checks the root and server pairs: each key matches its
+// certificate and the root signed the server certificate.
+func checkBase(files Files) error {
 	root, err := LoadIdentity(files.RootCert, files.RootKey)
 	if err != nil {
 		return fmt.Errorf("keystore: existing PKI in %s: %w", files.Dir, err)
@@ -211,33 +372,55 @@ func checkPKI(files Files) error {
 	return nil
 }
 
-// pkiPEM is a freshly generated PKI, PEM encoded and ready to write.
+// pkiPEM is a freshly generated root and server pair, PEM encoded and
+// ready to write.
 type pkiPEM struct {
 	rootCert, rootKey, serverCert, serverKey []byte
 }
 
-// newPKI generates the root and server keys and certificates in memory, so
-// that nothing is written unless everything could be produced.
-func newPKI(opts PKIOptions) (*pkiPEM, error) {
-	keyType := opts.KeyType
-	if keyType == "" {
-		keyType = defaultKeyType
+// resolvedPKI is PKIOptions with defaults applied and hosts parsed.
+type resolvedPKI struct {
+	keyType  string
+	dnsNames []string
+	ips      []net.IP
+	validity time.Duration
+	now      time.Time
+}
+
+// resolve applies the defaults and checks every option, so that InitPKI
+// can refuse bad options before it creates anything.
+func (opts PKIOptions) resolve() (resolvedPKI, error) {
+	r := resolvedPKI{keyType: cmp.Or(opts.KeyType, defaultKeyType), validity: cmp.Or(opts.Validity, defaultServerValidity), now: time.Now()}
+	if opts.Now != nil {
+		r.now = opts.Now()
+	}
+	if !slices.Contains(supportedKeyTypes, r.keyType) {
+		return r, fmt.Errorf("%w: key type %q (want ed25519, p256, p384 or rsa)", ErrUnsupportedKey, r.keyType)
+	}
+	if r.validity < 0 || r.validity > rootValidity {
+		return r, fmt.Errorf("keystore: server validity %v must be positive and at most the root's %v", r.validity, rootValidity)
 	}
 	hosts := opts.Hosts
 	if len(hosts) == 0 {
 		hosts = []string{"localhost", "127.0.0.1", "::1"}
 	}
-	validity := opts.Validity
-	if validity == 0 {
-		validity = defaultServerValidity
+	for _, h := range hosts {
+		if ip, err := netip.ParseAddr(h); err == nil {
+			r.ips = append(r.ips, ip.AsSlice())
+			continue
+		}
+		if h == "" || strings.ContainsAny(h, " \t\r\n/:") {
+			return r, fmt.Errorf("keystore: host %q is neither an IP address nor a DNS name", h)
+		}
+		r.dnsNames = append(r.dnsNames, h)
 	}
-	if validity < 0 || validity > rootValidity {
-		return nil, fmt.Errorf("keystore: server validity %v must be positive and at most the root's %v", validity, rootValidity)
-	}
-	now := time.Now()
-	if opts.Now != nil {
-		now = opts.Now()
-	}
+	return r, nil
+}
+
+// newPKI generates the root and server keys and certificates in memory, so
+// that nothing is written unless everything could be produced.
+func newPKI(r resolvedPKI) (*pkiPEM, error) {
+	keyType, now, validity := r.keyType, r.now, r.validity
 
 	rootKey, err := generateKey(keyType)
 	if err != nil {
@@ -278,16 +461,8 @@ func newPKI(opts PKIOptions) (*pkiPEM, error) {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range hosts {
-		if ip, err := netip.ParseAddr(h); err == nil {
-			serverTmpl.IPAddresses = append(serverTmpl.IPAddresses, ip.AsSlice())
-			continue
-		}
-		if h == "" || strings.ContainsAny(h, " \t\r\n/:") {
-			return nil, fmt.Errorf("keystore: host %q is neither an IP address nor a DNS name", h)
-		}
-		serverTmpl.DNSNames = append(serverTmpl.DNSNames, h)
+		DNSNames:              r.dnsNames,
+		IPAddresses:           r.ips,
 	}
 	serverDER, err := createCert(serverTmpl, rootCert, serverKey.Public(), rootKey)
 	if err != nil {
@@ -308,97 +483,4 @@ func newPKI(opts PKIOptions) (*pkiPEM, error) {
 		serverCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: serverDER}),
 		serverKey:  serverKeyPEM,
 	}, nil
-}
-
-// generateKey returns a new private key of the named type.
-func generateKey(keyType string) (crypto.Signer, error) {
-	var (
-		key crypto.Signer
-		err error
-	)
-	switch keyType {
-	case "ed25519":
-		_, key, err = ed25519.GenerateKey(rand.Reader)
-	case "p256":
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "p384":
-		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "rsa":
-		key, err = rsa.GenerateKey(rand.Reader, rsaBits)
-	default:
-		return nil, fmt.Errorf("%w: key type %q (want ed25519, p256, p384 or rsa)", ErrUnsupportedKey, keyType)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keystore: generate %s key: %w", keyType, err)
-	}
-	return key, nil
-}
-
-// serialLimit bounds serial numbers to 128 bits: unpredictable enough that
-// serials cannot be guessed, and within RFC 5280's 20-octet limit.
-var serialLimit = new(big.Int).Lsh(big.NewInt(1), 128)
-
-// createCert gives tmpl a random serial and signs it with signer as parent.
-func createCert(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) ([]byte, error) {
-	// RFC 5280 requires a positive serial: draw from [0, 2^128-1) and add 1.
-	serial, err := rand.Int(rand.Reader, new(big.Int).Sub(serialLimit, big.NewInt(1)))
-	if err != nil {
-		return nil, fmt.Errorf("keystore: serial number: %w", err)
-	}
-	tmpl.SerialNumber = serial.Add(serial, big.NewInt(1))
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: create certificate %q: %w", tmpl.Subject.CommonName, err)
-	}
-	return der, nil
-}
-
-// keyPEM encodes key as a PKCS#8 "PRIVATE KEY" block, the one format every
-// key type shares.
-func keyPEM(key crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: encode private key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// writeNew atomically creates path with data and perm, failing with an
-// error wrapping fs.ErrExist if path already exists. The data is synced to
-// a temporary file in the same directory before a hard link publishes it,
-// so readers never observe a partial file and nothing is ever overwritten
-// (a rename would silently replace a file created concurrently).
-func writeNew(path string, data []byte, perm fs.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("keystore: write %s: %w", path, err)
-	}
-	// The temporary name is removed in every case; after a successful link
-	// the data lives on under path.
-	defer func() {
-		if rmErr := os.Remove(tmp.Name()); rmErr != nil && err == nil {
-			err = fmt.Errorf("keystore: remove temporary file: %w", rmErr)
-		}
-	}()
-	// CreateTemp uses 0600, so a key is never readable by others, not even
-	// between creation and this Chmod.
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keystore: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keystore: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keystore: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keystore: write %s: %w", path, err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("keystore: write %s: %w", path, err)
-	}
-	return nil
 }
