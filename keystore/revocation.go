@@ -46,7 +46,8 @@ import (
 // complete CRL's entry for the same serial; a removeFromCRL entry lifts a
 // certificateHold of the complete CRL and nothing else (a final
 // revocation is never undone). A delta whose base is above the complete
-// CRL's number proves that CRL outdated: the scope is "CRL missing".
+// CRL's number proves that CRL outdated: the scope is "CRL missing", but
+// the entries of both still refuse what they list (a hold then stays).
 //
 // Verdict. An entry refuses the certificate ("revoked") whatever the
 // freshness of its CRL: the CA signed it. The absence of an entry counts
@@ -103,7 +104,9 @@ func (r *Revocation) OnReload(report func(file string, err error)) {
 }
 
 // Check refuses cert, signed by issuer, if the CRLs revoke it or cannot
-// vouch for it (see Revocation). Refusals are *CredentialError.
+// vouch for it (see Revocation) at the time of r's clock. Refusals are
+// *CredentialError. VerifyClientChain calls it for every certificate of a
+// path but the root.
 func (r *Revocation) Check(cert, issuer *x509.Certificate) error {
 	return r.checkPath([]*x509.Certificate{cert, issuer})
 }
