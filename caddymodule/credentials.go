@@ -107,6 +107,13 @@ func (h *Handler) setupCredentials() (*credentialSetup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("drm: crl: %w", err)
 	}
+	rev.OnReload(func(file string, err error) {
+		if err != nil {
+			h.logger.Error("CRL file unusable: the certificates it covers are refused until it is fixed", zap.String("file", file), zap.Error(err))
+			return
+		}
+		h.logger.Info("CRL file read again", zap.String("file", file))
+	})
 	policy := &protocol.ClientAuthPolicy{
 		Require:      h.Require,
 		Authorities:  map[string][][]byte{},

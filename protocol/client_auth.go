@@ -188,10 +188,10 @@ func (e *credentialError) PublicReason() string {
 type Credential struct {
 	Kind   string   // CredentialDevice or CredentialUser
 	Chain  [][]byte // DER, leaf first, then the intermediates the server may lack
+	// Signer signs for the leaf. One that can make only some schemes (a
+	// Citizen Card's RSA key makes only rsa_pkcs1_sha256) says so with a
+	// method SignatureSchemes() []string.
 	Signer crypto.Signer
-	// Schemes the signer can make; nil for any that fits its key (a
-	// Citizen Card's RSA key makes only rsa_pkcs1_sha256).
-	Schemes []string
 }
 
 // CredentialsRequested are the credentials the server requires of this
@@ -215,7 +215,7 @@ func (s *ClientSession) NewClientAuthRequest(creds []Credential) (*Request, erro
 		if err := s.acceptsIssuer(kind, c.Chain); err != nil {
 			return nil, err
 		}
-		sc, err := chooseScheme(c.Signer.Public(), s.schemes, c.Schemes)
+		sc, err := chooseScheme(c.Signer, s.schemes)
 		if err != nil {
 			return nil, fmt.Errorf("%s credential: %w", kind, err)
 		}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,9 @@ func TestClientAuthSchemes(t *testing.T) {
 				t.Fatalf("a chunk before the credentials: %v", err)
 			}
 			dev, user := devices.issue(t, CredentialDevice, c.keyKind), users.issue(t, CredentialUser, c.keyKind)
-			dev.Schemes, user.Schemes = c.schemes, c.schemes
+			if c.schemes != nil {
+				dev.Signer, user.Signer = limitedSigner{dev.Signer, c.schemes}, limitedSigner{user.Signer, c.schemes}
+			}
 			req, err := p.client.NewClientAuthRequest([]Credential{user, dev})
 			if err != nil {
 				t.Fatal(err)
@@ -250,13 +253,21 @@ func TestDeviceSignsRekeys(t *testing.T) {
 	}
 }
 
+// limitedSigner is a key that makes some schemes only, as a token's.
+type limitedSigner struct {
+	crypto.Signer
+	schemes []string
+}
+
+func (l limitedSigner) SignatureSchemes() []string { return l.schemes }
+
 func TestChooseScheme(t *testing.T) {
 	rsaKey := testKey(t, "rsa")
-	if _, err := chooseScheme(rsaKey.Public(), []string{schemeRSAPSS}, []string{schemeRSAPKCS1}); err == nil ||
+	if _, err := chooseScheme(limitedSigner{rsaKey, []string{schemeRSAPKCS1}}, []string{schemeRSAPSS}); err == nil ||
 		!strings.Contains(err.Error(), "RSA-2048") {
 		t.Fatalf("a PKCS #1-only key and a PSS-only server: %v", err)
 	}
-	if s, err := chooseScheme(rsaKey.Public(), SignatureSchemes(), nil); err != nil || s.name != schemeRSAPSS {
+	if s, err := chooseScheme(rsaKey, signatureSchemes()); err != nil || s.name != schemeRSAPSS {
 		t.Fatalf("a software RSA key: %v %v", s.name, err)
 	}
 }

@@ -32,8 +32,12 @@ func FuzzClientAuth(f *testing.F) {
 	f.Add([]byte(`{"credentials":[]}`))
 
 	f.Fuzz(func(t *testing.T, payload []byte) {
+		_, perr := parseClientAuth(payload)
 		srv := cloneServer(p.server)
 		a, err := srv.OpenRequest(p.client.newRequest(MsgClientAuth, payload).Envelope())
+		if (err == nil) != (perr == nil) {
+			t.Fatalf("parseClientAuth says %v, OpenRequest %v", perr, err)
+		}
 		if err != nil {
 			checkErr(t, "OpenRequest", err, ErrMalformed)
 			return

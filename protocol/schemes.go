@@ -48,9 +48,9 @@ var schemes = []scheme{
 	{name: schemeRSAPKCS1, hash: crypto.SHA256, fits: isRSA},
 }
 
-// SignatureSchemes are the names of the signature schemes a server accepts
+// signatureSchemes are the names of the signature schemes a server accepts
 // from clients: all of them, in the order a client prefers them.
-func SignatureSchemes() []string {
+func signatureSchemes() []string {
 	names := make([]string, len(schemes))
 	for i, s := range schemes {
 		names[i] = s.name
@@ -81,9 +81,15 @@ func serverScheme(pub crypto.PublicKey) (scheme, error) {
 	return scheme{}, fmt.Errorf("%w: %T", ErrUnsupportedKey, pub)
 }
 
-// chooseScheme picks the first scheme that fits pub, that the server
-// accepts and that the signer can make (signerSchemes; nil: any).
-func chooseScheme(pub crypto.PublicKey, accepted, signerSchemes []string) (scheme, error) {
+// chooseScheme picks the first scheme that fits the signer's key, that
+// the server accepts and that the signer can make (a signer with a method
+// SignatureSchemes() []string makes those only).
+func chooseScheme(signer crypto.Signer, accepted []string) (scheme, error) {
+	pub := signer.Public()
+	var signerSchemes []string
+	if l, ok := signer.(interface{ SignatureSchemes() []string }); ok {
+		signerSchemes = l.SignatureSchemes()
+	}
 	if err := CheckKey(pub); err != nil {
 		return scheme{}, err
 	}

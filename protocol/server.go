@@ -146,7 +146,7 @@ func (srv *Server) Accept(clientHello []byte) (Handshake, []byte, error) {
 		Limits:       c.Limits,
 	}
 	if p := c.ClientAuth; p != nil && len(p.Require) > 0 {
-		sh.CredentialsRequested, sh.SignatureSchemes = p.Require, SignatureSchemes()
+		sh.CredentialsRequested, sh.SignatureSchemes = p.Require, signatureSchemes()
 		sh.CredentialAuthorities = map[string][][]byte{}
 		for _, k := range p.Require {
 			sh.CredentialAuthorities[k] = p.Authorities[k]
