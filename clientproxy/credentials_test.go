@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -147,5 +148,26 @@ func TestClientCredentialRefused(t *testing.T) {
 	}
 	if st := srv.snapshot(); st.requests["client-auth"] != 1 || st.handshakes != 1 {
 		t.Fatalf("a refused credential was retried: %v, %d handshakes", st.requests, st.handshakes)
+	}
+}
+
+// TestPlayerToldWhyRefused: a player asking for media a refused listener
+// may not play gets 403 and the reason, not a 502.
+func TestPlayerToldWhyRefused(t *testing.T) {
+	devices, users := newClientCA(t, "devices"), newClientCA(t, "users")
+	srv := newDRMServer(t, drmOptions{ClientAuth: credentialPolicy(devices, users)})
+	srv.add("m", 10)
+	user := users.issue(t, protocol.CredentialUser)
+	users.revoke(user)
+	c := newDRMClient(t, srv, func(o *ClientOptions) {
+		o.Credentials = []protocol.Credential{devices.issue(t, protocol.CredentialDevice), user}
+	})
+	_, ts, _ := startServer(t, c, ServerOptions{})
+	resp, body, err := fetch(t, ts, "GET", "/media/m", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "user credential: revoked") {
+		t.Fatalf("%s: %q", resp.Status, body)
 	}
 }

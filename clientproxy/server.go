@@ -181,10 +181,13 @@ func (s *Server) failMedia(w http.ResponseWriter, r *http.Request, id string, er
 }
 
 // playerStatus tells the player what went wrong on the way, in HTTP: the
+// listener may not play (403: a credential missing or refused), the
 // medium is gone (404), the origin did not answer in time (504), anything
 // else failed between here and the media (502).
 func playerStatus(err error) int {
 	switch {
+	case errors.Is(err, protocol.ErrCredentialRefused), errors.Is(err, protocol.ErrCredentialsRequired):
+		return http.StatusForbidden
 	case errors.Is(err, protocol.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, protocol.ErrOriginTimeout):

@@ -20,6 +20,11 @@ done
 
 mkdir -p demo/media
 bin/caddy drm pki init demo/pki >/dev/null
+# The demo's listener: a device and a (software) user, as the server
+# requires; the CRLs are signed again at every start, so they never expire.
+[ -s demo/pki/device-demo-laptop.crt ] || bin/caddy drm pki issue device demo-laptop --dir demo/pki >/dev/null
+[ -s demo/pki/user-BI12345678.crt ] || bin/caddy drm pki issue user --serial BI12345678 --name "Demo Listener" --dir demo/pki >/dev/null
+bin/caddy drm pki crl --dir demo/pki >/dev/null
 
 # Sample audio (generated, deterministic) and a catalog with titles.
 make_track() { # file title ffmpeg-source [codec args...]
@@ -75,7 +80,9 @@ XDG_DATA_HOME="$PWD/demo/data" XDG_CONFIG_HOME="$PWD/demo/config" \
 	bin/caddy run --config Caddyfile.example --adapter caddyfile >demo/caddy.log 2>&1 &
 pids+=($!)
 wait_ready Caddy "$!" "http://127.0.0.1:$port/" demo/caddy.log
-bin/clientproxy --server "http://127.0.0.1:$port/drm" --root-ca demo/pki/root.crt --listen "$listen" >demo/clientproxy.log 2>&1 &
+bin/clientproxy --server "http://127.0.0.1:$port/drm" --root-ca demo/pki/root.crt --listen "$listen" \
+	--device-cert demo/pki/device-demo-laptop.crt --device-key demo/pki/device-demo-laptop.key \
+	--user-cert demo/pki/user-BI12345678.crt --user-key demo/pki/user-BI12345678.key >demo/clientproxy.log 2>&1 &
 pids+=($!)
 wait_ready clientproxy "$!" "http://$listen/healthz" demo/clientproxy.log
 
