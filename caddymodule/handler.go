@@ -131,14 +131,14 @@ type Handler struct {
 
 	credentials *credentialSetup
 	endpoints   string                // Prefix + "/v1/"
-	cfg       protocol.ServerConfig // what server was made from
-	server    *protocol.Server
-	state     *poolState
-	sessions  SessionStore // state.store
-	poolKey   string
-	catalog   *catalog
-	bufs      *sync.Pool // chunk-sized buffers
-	logger    *zap.Logger
+	cfg         protocol.ServerConfig // what server was made from
+	server      *protocol.Server
+	state       *poolState
+	sessions    SessionStore // state.store
+	poolKey     string
+	catalog     *catalog
+	bufs        *sync.Pool // chunk-sized buffers
+	logger      *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.

@@ -217,14 +217,18 @@ func TestCredentialRefusals(t *testing.T) {
 	// A CA that publishes its CRL in two partitions.
 	parts, err := testpki.NewCA(dir, "Users Partitioned")
 	must(err)
-	dp := func(p string) string { return testpki.ClientExt + "crlDistributionPoints = URI:http://crl.test/" + p + ".crl\n" }
+	dp := func(p string) string {
+		return testpki.ClientExt + "crlDistributionPoints = URI:http://crl.test/" + p + ".crl\n"
+	}
 	inA, inAKey, err := parts.Issue("in-a", "/serialNumber=BI3/CN=Partition A", dp("a"))
 	must(err)
 	inB, inBKey, err := parts.Issue("in-b", "/serialNumber=BI4/CN=Partition B", dp("b"))
 	must(err)
 	must(parts.Revoke(inA, "superseded"))
 	crlA, crlB := filepath.Join(dir, "a.crl"), filepath.Join(dir, "b.crl")
-	idp := func(p string) string { return "issuingDistributionPoint = critical,@idp\n[ idp ]\nfullname = URI:http://crl.test/" + p + ".crl\n" }
+	idp := func(p string) string {
+		return "issuingDistributionPoint = critical,@idp\n[ idp ]\nfullname = URI:http://crl.test/" + p + ".crl\n"
+	}
 	must(parts.CRL(crlA, idp("a")))
 	// Partition B lists in-a's revocation too, but only for its own
 	// certificates: in-b is not revoked there.

@@ -186,8 +186,8 @@ func (e *credentialError) PublicReason() string {
 // Credential is a client's certificate chain and the key that signs for
 // it: a software key, or a key on a token that never leaves it.
 type Credential struct {
-	Kind   string   // CredentialDevice or CredentialUser
-	Chain  [][]byte // DER, leaf first, then the intermediates the server may lack
+	Kind  string   // CredentialDevice or CredentialUser
+	Chain [][]byte // DER, leaf first, then the intermediates the server may lack
 	// Signer signs for the leaf. One that can make only some schemes (a
 	// Citizen Card's RSA key makes only rsa_pkcs1_sha256) says so with a
 	// method SignatureSchemes() []string.
