@@ -11,8 +11,9 @@ import (
 )
 
 // TestCaddyfileExampleRuns runs Caddyfile.example as it is, from a
-// directory laid out as `make demo` leaves the repository (demo/pki,
-// demo/media), and plays a track from it through clientproxy.
+// directory laid out as `make demo` leaves the repository (demo/pki with
+// a device and a user, demo/media), and plays a track from it through
+// clientproxy with those credentials.
 func TestCaddyfileExampleRuns(t *testing.T) {
 	requireE2E(t)
 	caddyBin, cpBin := caddyBinary(t), clientProxyBinary(t)
@@ -31,6 +32,10 @@ func TestCaddyfileExampleRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	media := makeMedia(t, filepath.Join(dir, "demo", "media"))
+	// The listener's credentials, as the example's comment says to make them.
+	pki := filepath.Join(dir, "demo", "pki")
+	pkiCLI(t, caddyBin, pki, "issue", "device", "demo-laptop")
+	pkiCLI(t, caddyBin, pki, "issue", "user", "--serial", "BI12345678", "--name", "Demo Listener")
 
 	port := freePort(t)
 	// exec keeps the PID caddy's own, so the harness stops the right process.
@@ -49,7 +54,9 @@ func TestCaddyfileExampleRuns(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("raw media through the example: %s", resp.Status)
 	}
-	cp := startClientProxy(t, cpBin, base+"/drm", filepath.Join(dir, "demo", "pki", "root.crt"))
+	cp := startClientProxy(t, cpBin, base+"/drm", filepath.Join(pki, "root.crt"),
+		"--device-cert", filepath.Join(pki, "device-demo-laptop.crt"), "--device-key", filepath.Join(pki, "device-demo-laptop.key"),
+		"--user-cert", filepath.Join(pki, "user-BI12345678.crt"), "--user-key", filepath.Join(pki, "user-BI12345678.key"))
 	m := mediaByID(t, media, "tone.opus")
 	comparePCM(t, mpvPCM(t, cp.MediaURL(m.ID), 0), ffmpegPCM(t, m.Path, 0))
 }
