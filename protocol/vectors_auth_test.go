@@ -79,7 +79,7 @@ func clientAuthVectors(t *testing.T) clientAuthVector {
 	device := ed25519.NewKeyFromSeed(seqBytes(0x51, ed25519.SeedSize))
 	user := vectorUserKey(t)
 	v := clientAuthVector{
-		Hash:           "SHA-256",
+		Hash:           hashName(suite.hash),
 		TranscriptHash: seqBytes(0x70, 32),
 		DeviceSeed:     device.Seed(),
 		DeviceCert:     fixedCert(t, "vector device", "", device),

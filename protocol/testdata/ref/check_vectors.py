@@ -19,8 +19,11 @@ asked for) in place of drmref's and requires the sections that verify
 signatures to fail with each. Last, it alters every byte of the session's
 ticket and of the ticket in the first request's header, tries wrong ticket
 ADs, and puts lax ticket ADs in place of drmref's: each must be refused or
-make the session check fail. DRMREF_VERBOSE=1 prints why each lax verifier
-or AD was caught.
+make the session check fail. For client credentials (§17), every altered
+byte of the chains, the transcript hash and the signatures must be refused,
+and lax references (device and user contexts swapped, a credentials hash
+without the chains) must fail the client_auth check. DRMREF_VERBOSE=1
+prints why each lax verifier, AD or reference was caught.
 """
 
 # The command line only: drmref is the drmref_*.py modules of this directory,

@@ -1,8 +1,9 @@
-"""Checks of the sections `contexts` (§3, §8-§14: context strings, labels,
+"""Checks of the sections `contexts` (§3, §8-§14, §17: context strings, labels,
 sizes), `expand_label` and `key_schedule` (§10), `traffic` (§10 traffic
 keys and §11 records, every cipher with both hashes) and `transcripts`
 (§8)."""
 
+import drmref_credentials
 import drmref_encoding
 import drmref_exchanges
 import drmref_key_schedule
@@ -13,12 +14,16 @@ from vectors_common import check_keys, h, hash_named
 
 
 def check_contexts(c, chk):
-    """§3, §8, §9, §10, §12-§14: context strings, labels, sizes."""
+    """§3, §8, §9, §10, §12-§14, §17: context strings, labels, sizes."""
     chk.at("contexts")
     chk.equal_hex("label_prefix", c["label_prefix"], drmref_key_schedule.LABEL_PREFIX)
     chk.equal_hex("transcript", c["transcript"], drmref_key_schedule.HANDSHAKE_TRANSCRIPT_CONTEXT)
     chk.equal_hex("rekey_transcript", c["rekey_transcript"], drmref_key_schedule.REKEY_TRANSCRIPT_CONTEXT)
     chk.equal_hex("server_signature", c["server_signature"], drmref_signatures.SERVER_SIGNATURE_CONTEXT)
+    chk.equal_hex("client_credentials", c["client_credentials"], drmref_credentials.CLIENT_CREDENTIALS_CONTEXT)
+    chk.equal_hex("device_signature", c["device_signature"], drmref_credentials.DEVICE_SIGNATURE_CONTEXT)
+    chk.equal_hex("user_signature", c["user_signature"], drmref_credentials.USER_SIGNATURE_CONTEXT)
+    chk.equal_hex("device_rekey", c["device_rekey"], drmref_credentials.DEVICE_REKEY_CONTEXT)
     chk.equal("traffic_labels", c["traffic_labels"], list(drmref_key_schedule.TRAFFIC_LABELS))
     chk.equal("epoch_label", c["epoch_label"], drmref_key_schedule.EPOCH_LABEL)
     chk.equal("chain_label", c["chain_label"], drmref_key_schedule.CHAIN_LABEL)

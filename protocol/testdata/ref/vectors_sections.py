@@ -1,6 +1,7 @@
 """The sections of vectors.json and the check of each (SECTIONS), run one
 at a time (check_section) or all, one line per section (check_all)."""
 
+from vectors_client_auth import check_client_auth
 from vectors_common import Checker, Mismatch
 from vectors_groups import check_groups
 from vectors_key_schedule import (
@@ -34,6 +35,7 @@ SECTIONS = {
     "reply_ad": (check_reply_ad, "vectors"),
     "chunk_requests": (check_chunk_requests, "vectors"),
     "session": (check_session, "steps"),
+    "client_auth": (check_client_auth, "vector"),
 }
 NOT_VECTORS = {"comment"}
 

@@ -16,6 +16,7 @@ import drmref_key_schedule
 import drmref_signatures
 import drmref_suites
 import drmref_tickets
+from vectors_client_auth import self_test_client_auth
 from vectors_common import flip_bit, h, Mismatch
 from vectors_sections import SECTIONS, check_section
 from vectors_signatures import library_pss_verifies, pss_auto
@@ -119,7 +120,7 @@ def lax_verifiers(strict):
         return found is not None
 
     return {
-        "accepts anything": (accepts_anything, ("signatures", "signature_checks", "session")),
+        "accepts anything": (accepts_anything, ("signatures", "signature_checks", "session", "client_auth")),
         "PSS salt length read from the signature (library AUTO)": (
             reads_pss_salt_length_from_signature, ("signature_checks",)),
         "PSS salt length not checked (RFC 8017 decoding)": (any_salt_length, ("signature_checks",)),
@@ -228,10 +229,12 @@ def self_test(vectors):
     print(f"self-test: excused (ML-KEM-768 only, README.md): {', '.join(excused) or 'none'}")
     undetected += [f"lax verifier: {item}" for item in self_test_verifiers(vectors)]
     undetected += self_test_tickets(vectors)
+    undetected += self_test_client_auth(vectors, check_section)
     if undetected:
         print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
         for item in undetected:
             print(f"  {item}", file=sys.stderr)
         return False
-    print("self-test: every corruption, lax verifier, tampered ticket and wrong ticket AD was detected")
+    print("self-test: every corruption, lax verifier, tampered ticket, wrong ticket AD, altered credential"
+          " and lax credential reference was detected")
     return True
