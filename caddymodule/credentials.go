@@ -55,8 +55,14 @@ func (h *Handler) setupCredentials() (*credentialSetup, error) {
 		return nil, nil
 	}
 	userID := userIDRules[h.UserID]
-	if userID == nil {
+	switch {
+	case userID == nil:
 		return nil, fmt.Errorf("drm: user_id %q: want serialNumber, cn, email or spki", h.UserID)
+	case h.BeforeCredentials != "catalog" && h.BeforeCredentials != "nothing":
+		return nil, fmt.Errorf("drm: before_credentials %q: want catalog or nothing", h.BeforeCredentials)
+	case len(h.CRL) == 0 && len(h.CRLOptional) == 0:
+		return nil, errors.New("drm: require needs crl files (or crl_optional for CAs that publish none): " +
+			"without, every credential would be refused as \"CRL missing\"")
 	}
 	files := map[string][]string{protocol.CredentialDevice: h.DeviceCA, protocol.CredentialUser: h.UserCA}
 	cas := map[string]*keystore.ClientCAs{}
@@ -78,6 +84,7 @@ func (h *Handler) setupCredentials() (*credentialSetup, error) {
 			return nil, fmt.Errorf("drm: %s_ca: %w", kind, err)
 		}
 		cas[kind] = c
+		fmt.Fprintf(fp, "%s:", kind) // a CA moved between the lists changes the key
 		for _, cert := range c.Certificates() {
 			issuers = append(issuers, cert)
 			fp.Write(cert.Raw)
@@ -120,6 +127,10 @@ func (h *Handler) setupCredentials() (*credentialSetup, error) {
 		CatalogFirst: h.BeforeCredentials != "nothing",
 		Verify: func(kind string, chain [][]byte) (*x509.Certificate, error) {
 			leaf, err := keystore.VerifyClientChain(chain, cas[kind], rev, time.Now())
+			if err == nil && kind == protocol.CredentialUser && userID(leaf) == "" {
+				// A user who cannot be named cannot hold licenses.
+				leaf, err = nil, &unnamedUser{rule: h.UserID, subject: leaf.Subject.String()}
+			}
 			if err != nil {
 				h.logger.Info("credential refused", zap.String("kind", kind), zap.Error(err))
 			}
@@ -164,3 +175,12 @@ func credentialResult(err error) string {
 	}
 	return "internal"
 }
+
+// unnamedUser refuses a user certificate that lacks what user_id names.
+type unnamedUser struct{ rule, subject string }
+
+func (e *unnamedUser) Error() string {
+	return fmt.Sprintf("user %q has no %s (user_id)", e.subject, e.rule)
+}
+
+func (e *unnamedUser) PublicReason() string { return "no " + e.rule + " in the certificate" }

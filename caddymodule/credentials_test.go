@@ -153,11 +153,18 @@ func TestCredentialRefusalsThroughTheHandler(t *testing.T) {
 		{"a device offered as the user", disguised(pki.device), "user credential: unknown CA"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			resp, _ := e.authenticate(t, pki.device, c.user)
+			resp, s := e.authenticate(t, pki.device, c.user)
 			wantRefusal(t, c.name, resp, http.StatusForbidden, "credential-refused")
 			if de := resp.Header.Get("Drm-Error"); de != "credential-refused: "+c.reason {
 				t.Errorf("Drm-Error %q, want the reason %q only", de, c.reason)
 			}
+			// One try per session: the refused session is gone.
+			req, err := s.NewClientAuthRequest([]protocol.Credential{pki.device, pki.user})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, _ = e.post(t, "client-auth", req.Envelope())
+			wantRefusal(t, "credentials again on the refused session", resp, http.StatusForbidden, "unknown-session")
 		})
 	}
 	if l := logs.FilterMessage("credential refused").All(); len(l) < 3 || !strings.Contains(l[0].ContextMap()["error"].(string), "serial") {
@@ -187,9 +194,14 @@ func TestCredentialOptionsRefused(t *testing.T) {
 			h.Require, h.UserCA, h.CRL = []string{"user"}, []string{u.Cert}, []string{d.CRL}
 		}, "crl"},
 		{"an unknown user_id", func(h *Handler) { h.Require, h.UserCA, h.UserID = []string{"user"}, []string{u.Cert}, "name" }, "user_id"},
+		{"require without any CRL", func(h *Handler) { h.Require, h.UserCA, h.CRL = []string{"user"}, []string{u.Cert}, nil }, "require needs crl"},
+		{"before_credentials misspelt in JSON", func(h *Handler) {
+			h.Require, h.UserCA, h.BeforeCredentials = []string{"user"}, []string{u.Cert}, "none"
+		}, "before_credentials"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := &Handler{Prefix: uniquePrefix(), Certificate: pki.files.ServerCert, Key: pki.files.ServerKey}
+			h := &Handler{Prefix: uniquePrefix(), Certificate: pki.files.ServerCert, Key: pki.files.ServerKey,
+				CRL: []string{d.CRL, d.DeltaCRL, u.CRL, u.DeltaCRL}}
 			c.mutate(h)
 			err := provision(t, h)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -205,4 +217,19 @@ func observeLogs(t *testing.T, h *Handler) *observer.ObservedLogs {
 	core, logs := observer.New(zap.DebugLevel)
 	h.logger = zap.New(core)
 	return logs
+}
+
+// TestUnnamedUserRefused: a user certificate without what user_id names
+// (here an email SAN) cannot be named in licenses, and is refused.
+func TestUnnamedUserRefused(t *testing.T) {
+	pki := newCredPKI(t)
+	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac": mediaBytes(10, 1)}), func(h *Handler) {
+		pki.requireBoth(h)
+		h.UserID = "email"
+	})
+	resp, _ := e.authenticate(t, pki.device, pki.user)
+	wantRefusal(t, "a user without an email", resp, http.StatusForbidden, "credential-refused")
+	if de := resp.Header.Get("Drm-Error"); de != "credential-refused: user credential: no email in the certificate" {
+		t.Errorf("Drm-Error %q", de)
+	}
 }

@@ -103,6 +103,11 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 	case protocol.MsgClientAuth:
 		reply, err := sess.Authenticate(req)
 		metricClientAuth.WithLabelValues(credentialResult(err)).Inc()
+		if errors.Is(err, protocol.ErrCredentialRefused) {
+			// One try per session: a refused credential costs its sender a
+			// new handshake before the server verifies another chain.
+			h.sessions.Delete(id)
+		}
 		if err != nil {
 			return h.fail(w, err)
 		}

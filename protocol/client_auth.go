@@ -245,6 +245,9 @@ func (s *ClientSession) NewClientAuthRequest(creds []Credential) (*Request, erro
 	if signErr != nil {
 		return nil, signErr
 	}
+	if n := len(r.Envelope()); n > MaxRequestSize {
+		return nil, fmt.Errorf("%w: the credentials make a request of %d bytes, more than %d (fewer intermediates?)", ErrMalformed, n, MaxRequestSize)
+	}
 	for i, c := range chosen {
 		if c.Kind == CredentialDevice {
 			s.mu.Lock()
@@ -365,36 +368,36 @@ func (s *ServerSession) servedLocked(t MessageType) error {
 	return fmt.Errorf("%w: %s — send them first (client auth)", ErrCredentialsRequired, strings.Join(p.Require, " and "))
 }
 
-// recheckLocked verifies the session's credentials again (at a rekey): a
-// certificate revoked or expired since the session began ends its
-// service. s.mu must be held.
-func (s *ServerSession) recheckLocked() error {
-	for kind, c := range s.credentials {
-		if _, err := s.policy.Verify(kind, c.chain); err != nil {
-			return &credentialError{kind, err}
-		}
-	}
-	return nil
-}
-
-// rekeyAuthorizedLocked checks, for a session with a verified device,
-// that the device's key signed the rekey, and that the credentials still
-// verify (a certificate revoked or expired since stops the session at its
-// next epoch). s.mu must be held.
-func (s *ServerSession) rekeyAuthorizedLocked(old *epochKeys, req *rekeyRequestMsg) error {
-	if s.credentials == nil {
+// rekeyAuthorized checks, for a session whose credentials were verified,
+// that its device's key (if it has one) signed the rekey, and that the
+// credentials still verify: a certificate revoked or expired since the
+// session began stops it at its next epoch. It runs without the session's
+// lock: verifying a chain may read CRL files.
+func (s *ServerSession) rekeyAuthorized(old *epochKeys, req *rekeyRequestMsg) error {
+	s.mu.Lock()
+	creds := s.credentials
+	transcript := bytes.Clone(old.transcript) // retire wipes it
+	s.mu.Unlock()
+	if creds == nil {
 		return nil
 	}
-	if dev := s.credentials[CredentialDevice]; dev != nil {
+	if dev := creds[CredentialDevice]; dev != nil {
 		sc, err := schemeNamed(req.DeviceScheme)
 		if err != nil || len(req.DeviceSignature) == 0 {
 			return &credentialError{CredentialDevice, errors.New("the rekey is not signed by the session's device key")}
 		}
-		if err := sc.verify(dev.leaf.PublicKey, rekeyContent(s.suite.hash, old.transcript, req.Random, req.KeyShare), req.DeviceSignature); err != nil {
+		if err := sc.verify(dev.leaf.PublicKey, rekeyContent(s.suite.hash, transcript, req.Random, req.KeyShare), req.DeviceSignature); err != nil {
 			return &credentialError{CredentialDevice, fmt.Errorf("the rekey's device signature: %w", err)}
 		}
 	}
-	return s.recheckLocked()
+	for _, kind := range credentialKinds { // in a fixed order: one refusal, always the same
+		if c := creds[kind]; c != nil {
+			if _, err := s.policy.Verify(kind, c.chain); err != nil {
+				return &credentialError{kind, err}
+			}
+		}
+	}
+	return nil
 }
 
 // rdnString renders a DER subject for people.

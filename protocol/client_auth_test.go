@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"encoding/json"
@@ -141,6 +142,18 @@ func TestClientAuthRefusals(t *testing.T) {
 		p := newAuthPair(t, DefaultSuites()[0], policy)
 		_, err := p.client.NewClientAuthRequest([]Credential{devices.issue(t, CredentialDevice, "p256"), other.issue(t, CredentialUser, "p256")})
 		if !errors.Is(err, ErrCredentialRefused) || !strings.Contains(err.Error(), "someone else") || !strings.Contains(err.Error(), "CN=users") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("credentials too large for a request", func(t *testing.T) {
+		p := newAuthPair(t, DefaultSuites()[0], policy)
+		p.client.authorities = nil
+		user := users.issue(t, CredentialUser, "p256")
+		for range 5 {
+			user.Chain = append(user.Chain, bytes.Repeat([]byte{0x30}, 12<<10))
+		}
+		_, err := p.client.NewClientAuthRequest([]Credential{devices.issue(t, CredentialDevice, "p256"), user})
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "bytes") {
 			t.Fatalf("got %v", err)
 		}
 	})

@@ -17,7 +17,7 @@ var (
 	errNoCommonSuite  = errors.New("no common cipher suite")
 	errUnknownSuite   = errors.New("unknown cipher suite")
 	errKeyShare       = errors.New("bad or missing key share")
-	errBadSignature   = errors.New("server signature does not verify")
+	errBadSignature   = errors.New("signature does not verify")
 	errCertificate    = errors.New("server certificate not trusted")
 	ErrUnsupportedKey = errors.New("unsupported key: want Ed25519, ECDSA P-256/P-384 or RSA of at least 2048 bits")
 	ErrWrongEndpoint  = errors.New("the server is another endpoint")

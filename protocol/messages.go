@@ -21,7 +21,8 @@ type clientHelloMsg struct {
 	// group name, so the handshake takes one round trip.
 	KeyShares map[string][]byte `json:"key_shares"`
 	// Credentials are the kinds of credential the client can present
-	// ("device", "user"), for the server's logs and errors (§17).
+	// ("device", "user") (§17). Informative: this revision's server
+	// requests what its policy requires whatever the client lists.
 	Credentials []string `json:"credentials,omitempty"`
 }
 

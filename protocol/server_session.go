@@ -340,18 +340,18 @@ func (s *ServerSession) Rekey(a *Accepted) ([]byte, error) {
 		return nil, err
 	}
 	defer wipe(shared)
+	old := a.keys
+	if err := s.rekeyAuthorized(old, &a.rekey); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := a.keys
 	if s.closed {
 		// Close wiped the chain and transcript the next epoch needs.
 		return nil, errClosed
 	}
 	if s.current != old {
 		return nil, fmt.Errorf("%w: rekey under epoch %d, current is %d", ErrEpochRetired, old.number, s.current.number)
-	}
-	if err := s.rekeyAuthorizedLocked(old, &a.rekey); err != nil {
-		return nil, err
 	}
 	hello, err := json.Marshal(rekeyHelloMsg{Epoch: old.number + 1, Random: randomBytes(randomSize), KeyShare: serverShare, Limits: s.limits})
 	if err != nil {
