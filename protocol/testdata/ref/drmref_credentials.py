@@ -6,11 +6,8 @@ signature schemes (§9's, with RSA PKCS #1 v1.5 besides RSA-PSS), signing
 and the server's verification, and the MsgClientAuth and signed
 RekeyRequest payloads (JSON, §3).
 
-Not in the spec yet: §17 of docs/PROTOCOL.md is being written (§3 and
-§9 already list the contexts and the scheme table), so the formats are
-taken from those the Go package documents (protocol/client_auth.go,
-schemes.go, server_session.go, constants.go), read as a specification,
-never by running them. Checking a chain against the kind's CAs (path, key
+Written from §17 of docs/PROTOCOL.md (first drafted from the formats
+protocol/client_auth.go documents, read as a specification, never run). Checking a chain against the kind's CAs (path, key
 usage, revocation) is the server's policy, not the format: here a
 credential's key is its leaf's.
 
