@@ -28,8 +28,10 @@ clientproxy: $(BIN)/clientproxy
 $(BIN)/caddy: $(SOURCES) xcaddy.json
 	cd $(TOOLS) && $(GO) run ./buildcaddy -config $(CURDIR)/xcaddy.json -local $(CURDIR) -o $(CURDIR)/$(BIN)/caddy
 
+# With cgo: PKCS#11 tokens (--pkcs11-module) are C libraries. Caddy and
+# its module build without cgo (xcaddy), and never load them.
 $(BIN)/clientproxy: $(SOURCES)
-	$(GO) build -o $(BIN)/clientproxy ./cmd/clientproxy
+	CGO_ENABLED=1 $(GO) build -o $(BIN)/clientproxy ./cmd/clientproxy
 
 demo: caddy clientproxy deps
 	./scripts/demo.sh

@@ -38,8 +38,15 @@ func clientProxyBinary(t testing.TB) string {
 // stopped in t.Cleanup.
 func startClientProxy(t testing.TB, bin, server, rootCA string, extra ...string) *clientProxy {
 	t.Helper()
+	return startClientProxyEnv(t, nil, bin, server, rootCA, extra...)
+}
+
+// startClientProxyEnv is startClientProxy with env added to clientproxy's
+// environment (SOFTHSM2_CONF for a token, say).
+func startClientProxyEnv(t testing.TB, env []string, bin, server, rootCA string, extra ...string) *clientProxy {
+	t.Helper()
 	s, err := proc.StartServer(proc.ServerSpec{
-		Path: bin, Env: isolatedEnv(t), Dir: t.TempDir(),
+		Path: bin, Env: append(isolatedEnv(t), env...), Dir: t.TempDir(),
 		Args: func(a proc.Attempt) ([]string, error) {
 			return append([]string{"--server", server, "--root-ca", rootCA,
 				"--listen", fmt.Sprintf("127.0.0.1:%d", a.Ports[0])}, extra...), nil

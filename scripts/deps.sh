@@ -10,11 +10,13 @@
 #                          (protocol/testdata/ref/), run by /usr/bin/python3
 #   openssl                certificates made outside Go for the chain-policy
 #                          tests (keystore/)
+#   softhsm2 opensc        a PKCS#11 token (SoftHSM) and pkcs11-tool, for the
+#                          user keys on tokens (keystore/token, e2e/)
 #   chromium               a real browser for the local proxy's guard against
 #                          DNS rebinding and cross-site pages (e2e/)
 set -euo pipefail
 
-pkgs=(mpv ffmpeg python3-cryptography openssl chromium)
+pkgs=(mpv ffmpeg python3-cryptography openssl chromium softhsm2 opensc)
 
 # make ref runs Debian's Python by its path, not whatever python3 is on PATH.
 check_python() {
@@ -54,7 +56,7 @@ echo "deps.sh: installing ${missing[*]}"
 	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
 	"${missing[@]}"
 
-for c in mpv ffmpeg ffprobe openssl chromium; do
+for c in mpv ffmpeg ffprobe openssl chromium softhsm2-util pkcs11-tool; do
 	if ! command -v "$c" >/dev/null 2>&1; then
 		echo "deps.sh: $c still not on PATH after install" >&2
 		exit 1

@@ -33,6 +33,8 @@ import (
 type config struct {
 	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts string
 	deviceCert, deviceKey, userCert, userKey, userChain                                   string
+	pkcs11Module, pkcs11Token, pkcs11KeyLabel, pinFile                                    string
+	pkcs11Slot                                                                            int
 	prefetch, cacheChunks                                                                 int
 	retryBudget                                                                           time.Duration
 	allowRemote                                                                           bool
@@ -63,7 +65,12 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.deviceKey, "device-key", "", "PEM private key of --device-cert")
 	str(&c.userCert, "user-cert", "", "PEM certificate (chain) of the user, for servers that require one")
 	str(&c.userKey, "user-key", "", "PEM private key of --user-cert (a software key: prefer a token)")
-	str(&c.userChain, "user-chain", "", "PEM intermediates of --user-cert that the server may lack")
+	str(&c.userChain, "user-chain", "", "PEM intermediates of the user's certificate that the server may lack")
+	str(&c.pkcs11Module, "pkcs11-module", "", "PKCS#11 module of the user's token (a Citizen Card: libpteidpkcs11.so or opensc-pkcs11.so), instead of --user-cert/--user-key")
+	str(&c.pkcs11Token, "pkcs11-token", "", "label of the token (default: the first present)")
+	str(&c.pkcs11KeyLabel, "pkcs11-key-label", "", "label of the key on the token (default: the first key with a certificate; a Citizen Card's is \"CITIZEN AUTHENTICATION KEY\")")
+	str(&c.pinFile, "pin-file", "", "file holding the token's PIN (else CLIENTPROXY_PIN, else a prompt on the terminal; never a flag)")
+	fs.IntVar(&c.pkcs11Slot, "pkcs11-slot", envInt("pkcs11-slot", -1), "slot of the token, instead of --pkcs11-token (env CLIENTPROXY_PKCS11_SLOT)")
 	str(&c.listen, "listen", "127.0.0.1:8765", "address to serve players on; loopback only unless --allow-remote")
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
@@ -139,10 +146,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	creds, err := loadCredentials(c, logger)
+	creds, closeToken, err := loadCredentials(c, logger)
 	if err != nil {
 		return err
 	}
+	defer closeToken()
 	client, err := clientproxy.NewClient(clientproxy.ClientOptions{Credentials: creds,
 		ServerURL: c.server, Roots: roots, ServerName: c.serverName, Endpoint: c.endpoint,
 		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), RetryBudget: c.retryBudget, Logger: logger,
@@ -211,39 +219,4 @@ func loadTLSRoots(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("--tls-root-ca %s holds no certificate", file)
 	}
 	return pool, nil
-}
-
-// loadCredentials loads the device and user credentials the flags name.
-func loadCredentials(c *config, logger *slog.Logger) ([]protocol.Credential, error) {
-	var creds []protocol.Credential
-	for _, f := range []struct {
-		kind, cert, key, chain string
-	}{
-		{protocol.CredentialDevice, c.deviceCert, c.deviceKey, ""},
-		{protocol.CredentialUser, c.userCert, c.userKey, c.userChain},
-	} {
-		if f.cert == "" && f.key == "" {
-			continue
-		}
-		if f.cert == "" || f.key == "" {
-			return nil, fmt.Errorf("--%s-cert and --%s-key go together", f.kind, f.kind)
-		}
-		id, err := keystore.LoadIdentity(f.cert, f.key)
-		if err != nil {
-			return nil, fmt.Errorf("%s credential: %w", f.kind, err)
-		}
-		chain := id.Chain
-		if f.chain != "" {
-			extra, err := keystore.LoadCertificates(f.chain)
-			if err != nil {
-				return nil, fmt.Errorf("--%s-chain: %w", f.kind, err)
-			}
-			chain = append(chain, extra...)
-		}
-		if f.kind == protocol.CredentialUser {
-			logger.Warn("the user's key is a file: whoever copies it is this user; a token keeps it (see docs)", "user", id.Leaf.Subject.String())
-		}
-		creds = append(creds, protocol.Credential{Kind: f.kind, Chain: chain, Signer: id.Signer})
-	}
-	return creds, nil
 }

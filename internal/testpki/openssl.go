@@ -71,6 +71,16 @@ func Run(dir string, args ...string) (string, error) {
 
 // NewCA makes a self-signed P-256 CA named name in parent/name.
 func NewCA(parent, name string) (*CA, error) {
+	ca, err := newCADir(parent, name)
+	if err != nil {
+		return nil, err
+	}
+	_, err = Run(ca.Dir, "req", "-x509", "-config", "ca.cnf", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+		"-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN="+name, "-days", "3650")
+	return ca, err
+}
+
+func newCADir(parent, name string) (*CA, error) {
 	dir := filepath.Join(parent, strings.ReplaceAll(name, " ", "_"))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -80,9 +90,7 @@ func NewCA(parent, name string) (*CA, error) {
 			return nil, err
 		}
 	}
-	_, err := Run(dir, "req", "-x509", "-config", "ca.cnf", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-		"-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN="+name, "-days", "3650")
-	return &CA{Dir: dir, Cert: filepath.Join(dir, "ca.crt")}, err
+	return &CA{Dir: dir, Cert: filepath.Join(dir, "ca.crt")}, nil
 }
 
 // Issue makes a P-256 key and a certificate for subject (an openssl
@@ -90,10 +98,20 @@ func NewCA(parent, name string) (*CA, error) {
 // may add -startdate and -enddate. It returns the certificate and key
 // files.
 func (ca *CA) Issue(name, subject, ext string, args ...string) (cert, key string, err error) {
+	return ca.IssueKey(name, subject, "ec", ext, args...)
+}
+
+// IssueKey is Issue with a key of keyType: "ec" (P-256) or "rsa:BITS".
+// The key file is PKCS #8 PEM.
+func (ca *CA) IssueKey(name, subject, keyType, ext string, args ...string) (cert, key string, err error) {
 	stem := filepath.Join(ca.Dir, strings.ReplaceAll(name, " ", "_"))
 	cert, key = stem+".crt", stem+".key"
-	if _, err = Run(ca.Dir, "req", "-new", "-config", "ca.cnf", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-		"-nodes", "-keyout", key, "-out", stem+".csr", "-subj", subject); err != nil {
+	keyArgs := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"}
+	if strings.HasPrefix(keyType, "rsa:") {
+		keyArgs = []string{"-newkey", keyType}
+	}
+	if _, err = Run(ca.Dir, append(append([]string{"req", "-new", "-config", "ca.cnf"}, keyArgs...),
+		"-nodes", "-keyout", key, "-out", stem+".csr", "-subj", subject)...); err != nil {
 		return "", "", err
 	}
 	if err = os.WriteFile(stem+".ext", []byte(ext), 0o600); err != nil {
@@ -102,6 +120,32 @@ func (ca *CA) Issue(name, subject, ext string, args ...string) (cert, key string
 	_, err = Run(ca.Dir, append([]string{"ca", "-batch", "-notext", "-config", "ca.cnf", "-in", stem + ".csr", "-out", cert,
 		"-extfile", stem + ".ext"}, args...)...)
 	return cert, key, err
+}
+
+// SubCAExt are the extensions of an intermediate CA.
+const SubCAExt = `basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+`
+
+// SubCA makes an intermediate CA named name in parent/name, signed by ca.
+func (ca *CA) SubCA(parent, name string) (*CA, error) {
+	sub, err := newCADir(parent, name)
+	if err != nil {
+		return nil, err
+	}
+	csr := filepath.Join(sub.Dir, "ca.csr")
+	if _, err := Run(sub.Dir, "req", "-new", "-config", "ca.cnf", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+		"-nodes", "-keyout", "ca.key", "-out", csr, "-subj", "/CN="+name); err != nil {
+		return nil, err
+	}
+	ext := filepath.Join(sub.Dir, "ca.ext")
+	if err := os.WriteFile(ext, []byte(SubCAExt), 0o600); err != nil {
+		return nil, err
+	}
+	_, err = Run(ca.Dir, "ca", "-batch", "-notext", "-config", "ca.cnf", "-in", csr, "-out", sub.Cert, "-extfile", ext, "-days", "3650")
+	return sub, err
 }
 
 // Revoke marks cert revoked in the CA's database.
