@@ -356,7 +356,7 @@ func (c *Client) kinds() []string {
 func (c *Client) authenticate(ctx context.Context, s *protocol.ClientSession) error {
 	req, err := s.NewClientAuthRequest(c.opts.Credentials)
 	if err != nil {
-		return fmt.Errorf("credentials: %w (clientproxy takes them with --device-cert/--device-key and --user-cert/--user-key)", err)
+		return fmt.Errorf("credentials: %w (clientproxy takes them with --device-cert/--device-key, and --user-cert/--user-key or a token: --pkcs11-module)", err)
 	}
 	reply, err := c.post(ctx, protocol.MsgClientAuth.String(), req.Envelope())
 	if err != nil {

@@ -1,7 +1,7 @@
 package e2e
 
 // User keys on PKCS#11 tokens, with real binaries: a SoftHSM token shaped
-// like a Portuguese Citizen Card (RSA-2048 as cards until 2024, ECDSA
+// like a Portuguese Citizen Card (RSA, as cards until 2024, and ECDSA
 // P-256 as cards since), clientproxy --pkcs11-module, mpv.
 
 import (

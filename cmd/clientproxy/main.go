@@ -53,6 +53,7 @@ func main() {
 func parseFlags(args []string) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("clientproxy", flag.ContinueOnError)
+	env := &envValues{}
 	str := func(p *string, name, def, usage string) {
 		fs.StringVar(p, name, envOr(name, def), usage+" (env "+envName(name)+")")
 	}
@@ -70,14 +71,14 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.pkcs11Token, "pkcs11-token", "", "label of the token (default: the first present)")
 	str(&c.pkcs11KeyLabel, "pkcs11-key-label", "", "label of the key on the token (default: the first key with a certificate; a Citizen Card's is \"CITIZEN AUTHENTICATION KEY\")")
 	str(&c.pinFile, "pin-file", "", "file holding the token's PIN (else CLIENTPROXY_PIN, else a prompt on the terminal; never a flag)")
-	fs.IntVar(&c.pkcs11Slot, "pkcs11-slot", envInt("pkcs11-slot", -1), "slot of the token, instead of --pkcs11-token (env CLIENTPROXY_PKCS11_SLOT)")
+	fs.IntVar(&c.pkcs11Slot, "pkcs11-slot", env.int("pkcs11-slot", -1), "slot of the token, instead of --pkcs11-token (env CLIENTPROXY_PKCS11_SLOT)")
 	str(&c.listen, "listen", "127.0.0.1:8765", "address to serve players on; loopback only unless --allow-remote")
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
 	str(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.IntVar(&c.prefetch, "prefetch", envInt("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player, negative for none (env CLIENTPROXY_PREFETCH)")
-	fs.IntVar(&c.cacheChunks, "cache-chunks", envInt("cache-chunks", clientproxy.DefaultCacheChunks), "chunks kept in memory (env CLIENTPROXY_CACHE_CHUNKS)")
-	fs.DurationVar(&c.retryBudget, "retry-budget", envDuration("retry-budget", clientproxy.DefaultRetryBudget), "how long one request keeps retrying while the server is unreachable or its origin fails (env CLIENTPROXY_RETRY_BUDGET)")
+	fs.IntVar(&c.prefetch, "prefetch", env.int("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player, negative for none (env CLIENTPROXY_PREFETCH)")
+	fs.IntVar(&c.cacheChunks, "cache-chunks", env.int("cache-chunks", clientproxy.DefaultCacheChunks), "chunks kept in memory (env CLIENTPROXY_CACHE_CHUNKS)")
+	fs.DurationVar(&c.retryBudget, "retry-budget", env.duration("retry-budget", clientproxy.DefaultRetryBudget), "how long one request keeps retrying while the server is unreachable or its origin fails (env CLIENTPROXY_RETRY_BUDGET)")
 	fs.BoolVar(&c.allowRemote, "allow-remote", os.Getenv(envName("allow-remote")) == "true", "allow --listen on a non-loopback address: anyone who reaches it can play the media (env CLIENTPROXY_ALLOW_REMOTE)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: clientproxy --server URL --root-ca FILE [flags]\n\n"+
@@ -87,6 +88,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if env.err != nil {
+		return nil, env.err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -109,18 +113,41 @@ func envOr(flagName, def string) string {
 	return def
 }
 
-func envDuration(flagName string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(envName(flagName))); err == nil {
-		return d
+// envValues reads the numeric flags' environment variables, remembering
+// the first that does not parse: a bad value is an error, never silently
+// the default (a mistyped slot would pick another token).
+type envValues struct{ err error }
+
+func (e *envValues) fail(flagName, v string, err error) {
+	if e.err == nil {
+		e.err = fmt.Errorf("%s=%q: %v", envName(flagName), v, err)
 	}
-	return def
 }
 
-func envInt(flagName string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(envName(flagName))); err == nil {
-		return n
+func (e *envValues) duration(flagName string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(envName(flagName))
+	if !ok {
+		return def
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.fail(flagName, v, err)
+		return def
+	}
+	return d
+}
+
+func (e *envValues) int(flagName string, def int) int {
+	v, ok := os.LookupEnv(envName(flagName))
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 0, 64) // 0x… as pkcs11-tool prints slots
+	if err != nil {
+		e.fail(flagName, v, err)
+		return def
+	}
+	return int(n)
 }
 
 func run(args []string) error {

@@ -81,7 +81,7 @@ type Card struct {
 
 // Labels of a Citizen Card's authentication key and certificate.
 const (
-	CardKeyLabel  = "CITIZEN AUTHENTICATION KEY"
+	CardKeyLabel  = "CITIZEN AUTHENTICATION KEY" // as token.CitizenAuthenticationKey
 	CardCertLabel = "CITIZEN AUTHENTICATION CERTIFICATE"
 )
 

@@ -14,6 +14,10 @@ type Options struct {
 	Slot       *uint
 }
 
+// CitizenAuthenticationKey is the label of a Portuguese Citizen Card's
+// authentication key, which Credential prefers when no label is given.
+const CitizenAuthenticationKey = "CITIZEN AUTHENTICATION KEY"
+
 // The failures a user can act on, each its own.
 var (
 	ErrNoModule  = errors.New("cannot load the PKCS#11 module")

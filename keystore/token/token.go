@@ -115,6 +115,13 @@ func findSlot(p *pkcs11.Ctx, opts Options) (uint, string, error) {
 // CA certificates on the token that lead from it towards a root (roots
 // excluded).
 func (t *Token) Credential(keyLabel string) (crypto.Signer, [][]byte, error) {
+	if keyLabel == "" {
+		// A Citizen Card holds a signature key too: its authentication key
+		// is the one that proves who listens.
+		if s, chain, err := t.Credential(CitizenAuthenticationKey); err == nil {
+			return s, chain, nil
+		}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	template := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}

@@ -18,10 +18,15 @@ import (
 	"github.com/caddy-drm/caddy-drm/internal/testpki"
 )
 
+// requireSoftHSM skips under -short without the tools, and fails
+// without them otherwise (make test installs them).
 func requireSoftHSM(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"softhsm2-util", "pkcs11-tool", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
+			if testing.Short() {
+				t.Skipf("%s is not installed", tool)
+			}
 			t.Fatalf("%s is not installed (scripts/deps.sh installs softhsm2, opensc and openssl)", tool)
 		}
 	}
@@ -152,5 +157,33 @@ func TestDescribeCodes(t *testing.T) {
 		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
 			t.Errorf("code %#x flags %#x: %v, want %v saying %q", c.code, c.flags, err, c.want, c.text)
 		}
+	}
+}
+
+// TestCardPrefersItsAuthenticationKey: a card also holds a signature key
+// with its certificate; without a label, the authentication key signs.
+func TestCardPrefersItsAuthenticationKey(t *testing.T) {
+	card := newCard(t, "ec")
+	sigCert, sigKey, err := card.SubCA.Issue("signature", "/C=PT/serialNumber=BI12345678/CN=Maria Silva (signature)", testpki.ClientExt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := card.ImportKey(sigKey, "46", "CITIZEN SIGNATURE KEY"); err != nil {
+		t.Fatal(err)
+	}
+	if err := card.ImportCert(sigCert, "46", "CITIZEN SIGNATURE CERTIFICATE"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := Open(Options{Module: testpki.SoftHSMModule, TokenLabel: card.Label}, pinOf(card.PIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	_, chain, err := tok.Credential("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf, _ := x509.ParseCertificate(chain[0]); strings.Contains(leaf.Subject.CommonName, "signature") {
+		t.Fatalf("the signature key was chosen: %s", leaf.Subject)
 	}
 }
