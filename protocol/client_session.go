@@ -72,7 +72,7 @@ type Request struct {
 	envelope []byte
 	keys     *epochKeys
 	session  *ClientSession
-	chunk    ChunkRequest // MsgChunk
+	chunk    ChunkRequest // MsgChunk; MsgRenew: its MediaID
 }
 
 // Envelope is the request body to send.
@@ -111,10 +111,17 @@ func (s *ClientSession) NewCatalogRequest() *Request { return s.newRequest(MsgCa
 // NewCloseRequest seals a request that ends the session.
 func (s *ClientSession) NewCloseRequest() *Request { return s.newRequest(MsgClose, nil) }
 
-// NewChunkRequest seals a request for chunk index of media id. The id is
-// not checked here: the server refuses one that is not ValidMediaID.
+// NewChunkRequest seals a request for chunk index of media id, outside
+// any play: for sites that do not count views. The id is not checked
+// here: the server refuses one that is not ValidMediaID.
 func (s *ClientSession) NewChunkRequest(id string, index uint64) *Request {
-	c := ChunkRequest{MediaID: id, Index: index}
+	return s.NewChunkRequestFor(PlayID{}, id, index)
+}
+
+// NewChunkRequestFor seals a request for chunk index of media id as part
+// of play (§21).
+func (s *ClientSession) NewChunkRequestFor(play PlayID, id string, index uint64) *Request {
+	c := ChunkRequest{MediaID: id, Index: index, Play: play}
 	r := s.newRequest(MsgChunk, c.marshal())
 	r.chunk = c
 	return r

@@ -9,6 +9,7 @@ const (
 	version = 1
 
 	sessionIDSize = 16
+	playIDSize    = 16
 	randomSize    = 32
 	// nonceSize is the length of every per-record nonce (AEAD nonce, or the
 	// value an encrypt-then-MAC construction derives its IV from).
@@ -94,6 +95,8 @@ const (
 	MsgClose   MessageType = 4
 	// MsgClientAuth carries the client's credentials (§17).
 	MsgClientAuth MessageType = 5
+	// MsgRenew asks to renew the license of a medium (§21).
+	MsgRenew MessageType = 6
 )
 
 // Reply header flags (§13).
@@ -119,6 +122,9 @@ const (
 	// rekeySoonChunks: the server sets flagRekeySoon once this few chunks
 	// (or one sixteenth of the limit, whichever is larger) remain.
 	rekeySoonChunks = 16
+	// DefaultPlayTimeout is how long a play stays open without a request
+	// before its play id costs a new view (§21), server and client alike.
+	DefaultPlayTimeout = 5 * time.Minute
 )
 
 // MessageType is the type byte of a request envelope. Its String is the
@@ -137,6 +143,8 @@ func (t MessageType) String() string {
 		return "close"
 	case MsgClientAuth:
 		return "client-auth"
+	case MsgRenew:
+		return "renew"
 	}
 	return "unknown"
 }

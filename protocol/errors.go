@@ -42,6 +42,15 @@ var (
 	ErrForbidden     = errors.New("only the drm protocol is served here; media are not available in the clear")
 	ErrOrigin        = errors.New("origin failed")
 	ErrOriginTimeout = errors.New("origin timed out")
+
+	// Licenses (§21). ErrPaymentRequired: the license of the medium is
+	// used up or expired (a 402 whose body is a PaymentRequired);
+	// ErrRenewalDenied: a renewal was asked for and refused;
+	// ErrTooManyPlays: the user already holds as many open plays as the
+	// site allows.
+	ErrPaymentRequired = errors.New("payment required")
+	ErrRenewalDenied   = errors.New("renewal denied")
+	ErrTooManyPlays    = errors.New("too many plays at once")
 )
 
 type wireError struct {
@@ -76,6 +85,9 @@ var errorCodes = []wireError{
 	{ErrForbidden, "forbidden", 403},
 	{ErrOrigin, "origin", 502},
 	{ErrOriginTimeout, "origin-timeout", 504},
+	{ErrPaymentRequired, "payment-required", 402},
+	{ErrRenewalDenied, "renewal-denied", 402},
+	{ErrTooManyPlays, "too-many-plays", 409},
 }
 
 // privateDetails are the conditions whose details (origin paths,

@@ -36,7 +36,10 @@ func FuzzOpenRequest(f *testing.F) {
 		}
 		add(c.newRequest(MsgCatalog, nil), nil)
 		cr := c.NewChunkRequest("dir/a.flac", 3)
-		add(cr, ChunkRequest{"dir/a.flac", 3}.marshal())
+		add(cr, ChunkRequest{MediaID: "dir/a.flac", Index: 3}.marshal())
+		play := PlayID{1, 2, 3}
+		add(c.NewChunkRequestFor(play, "dir/a.flac", 4), ChunkRequest{MediaID: "dir/a.flac", Index: 4, Play: play}.marshal())
+		add(c.NewRenewRequest("dir/a.flac"), []byte("dir/a.flac"))
 		rk, err := c.StartRekey()
 		if err != nil {
 			f.Fatal(err)
@@ -214,11 +217,28 @@ func FuzzOpenReply(f *testing.F) {
 	})
 }
 
+func FuzzParseRenewRequest(f *testing.F) {
+	f.Add([]byte("albums/track01.flac"))
+	f.Add([]byte("a/../b"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := parseRenewRequest(b)
+		if err != nil {
+			checkErr(t, "parseRenewRequest", err, errMediaID)
+			return
+		}
+		if r.MediaID != string(b) || ValidMediaID(r.MediaID) != nil {
+			t.Fatalf("%q parsed to %+v", b, r)
+		}
+	})
+}
+
 func FuzzParseChunkRequest(f *testing.F) {
-	for _, c := range []ChunkRequest{{"a", 0}, {"albums/track01.flac", 1 << 40}, {"ünï/код.opus", 7}} {
+	for _, c := range []ChunkRequest{{"a", 0, PlayID{}}, {"albums/track01.flac", 1 << 40, PlayID{0xff, 1}}, {"ünï/код.opus", 7, NewPlayID()}} {
 		f.Add(c.marshal())
 	}
-	f.Add(append(make([]byte, 8), "a/../b"...))
+	f.Add(append(make([]byte, chunkRequestFixed), "a/../b"...))
+	f.Add(make([]byte, chunkRequestFixed-1))
 	f.Add([]byte("short"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := parseChunkRequest(b)

@@ -44,6 +44,7 @@ var fuzzTargets = []string{
 	"FuzzHandshakeFinish",
 	"FuzzOpenRequest",
 	"FuzzOpenReply",
+	"FuzzParseRenewRequest",
 	"FuzzParseChunkRequest",
 	"FuzzValidMediaID",
 	"FuzzServerRekey",

@@ -157,24 +157,32 @@ func replyAD(dst []byte, h *replyHeader, id SessionID, mediaID string) []byte {
 	return append(dst, mediaID...)
 }
 
-// ChunkRequest is what a chunk request asks for: chunk Index of MediaID.
+// ChunkRequest is what a chunk request asks for: chunk Index of MediaID,
+// as part of play Play (§21; zero when the client plays without licenses).
 type ChunkRequest struct {
 	MediaID string
 	Index   uint64
+	Play    PlayID
 }
 
-// marshal encodes the MsgChunk payload: index(8) ‖ media id.
+// chunkRequestFixed is the fixed start of a MsgChunk payload: index(8) ‖
+// play id(16).
+const chunkRequestFixed = 8 + playIDSize
+
+// marshal encodes the MsgChunk payload: index(8) ‖ play id(16) ‖ media id.
 func (r ChunkRequest) marshal() []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(r.MediaID)), r.Index)
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, chunkRequestFixed+len(r.MediaID)), r.Index)
+	b = append(b, r.Play[:]...)
 	return append(b, r.MediaID...)
 }
 
 // parseChunkRequest decodes and checks a MsgChunk payload.
 func parseChunkRequest(b []byte) (ChunkRequest, error) {
-	if len(b) < 8 {
+	if len(b) < chunkRequestFixed {
 		return ChunkRequest{}, fmt.Errorf("%w: chunk request of %d bytes", ErrMalformed, len(b))
 	}
-	r := ChunkRequest{Index: binary.BigEndian.Uint64(b), MediaID: string(b[8:])}
+	r := ChunkRequest{Index: binary.BigEndian.Uint64(b), MediaID: string(b[chunkRequestFixed:])}
+	copy(r.Play[:], b[8:chunkRequestFixed])
 	if err := ValidMediaID(r.MediaID); err != nil {
 		return ChunkRequest{}, err
 	}

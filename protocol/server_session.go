@@ -87,7 +87,7 @@ var errClosed = fmt.Errorf("%w: the session has ended", ErrUnknownSession)
 type Accepted struct {
 	header     requestHeader
 	payload    []byte
-	chunk      ChunkRequest    // MsgChunk
+	chunk      ChunkRequest    // MsgChunk; MsgRenew: its MediaID
 	rekey      rekeyRequestMsg // MsgRekey
 	clientAuth *clientAuthMsg  // MsgClientAuth
 	keys       *epochKeys
@@ -101,7 +101,12 @@ func (a *Accepted) Type() MessageType { return a.header.Type }
 func (a *Accepted) Epoch() uint32 { return a.header.Epoch }
 
 // Chunk is what a MsgChunk request asks for (zero for other types).
-func (a *Accepted) Chunk() ChunkRequest { return a.chunk }
+func (a *Accepted) Chunk() ChunkRequest {
+	if a.header.Type != MsgChunk {
+		return ChunkRequest{}
+	}
+	return a.chunk
+}
 
 // errAnswered is a server bug: a second reply to one request would reuse
 // a nonce.
@@ -135,7 +140,7 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 		return nil, fmt.Errorf("%w: the server certificate of the session expired at %v", ErrUnknownSession, s.notAfter)
 	}
 	switch h.Type {
-	case MsgCatalog, MsgChunk, MsgRekey, MsgClose, MsgClientAuth:
+	case MsgCatalog, MsgChunk, MsgRekey, MsgClose, MsgClientAuth, MsgRenew:
 	default:
 		return nil, fmt.Errorf("%w: message type %d is not served by this revision", ErrWrongMessage, h.Type)
 	}
@@ -189,6 +194,8 @@ func (a *Accepted) parsePayload() (err error) {
 		a.chunk, err = parseChunkRequest(a.payload)
 	case MsgRekey:
 		a.rekey, err = parseRekeyRequest(a.payload)
+	case MsgRenew:
+		a.chunk, err = parseRenewRequest(a.payload)
 	case MsgClientAuth:
 		a.clientAuth, err = parseClientAuth(a.payload)
 	case MsgCatalog, MsgClose:

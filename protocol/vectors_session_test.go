@@ -70,12 +70,12 @@ func layoutVectors(t *testing.T) ([]requestHeaderVector, []responseHeaderVector,
 	}
 
 	var chunks []chunkRequestVector
-	for _, c := range []ChunkRequest{{"a", 0}, {"albums/track01.flac", 0x0102030405}, {"ünï/код.opus", 1}} {
+	for _, c := range []ChunkRequest{{"a", 0, PlayID{}}, {"albums/track01.flac", 0x0102030405, PlayID(seqBytes(0xc0, playIDSize))}, {"ünï/код.opus", 1, PlayID{0xff}}} {
 		enc := c.marshal()
 		if back, err := parseChunkRequest(enc); err != nil || back != c {
 			t.Fatalf("chunk request does not round-trip: %+v %v", back, err)
 		}
-		chunks = append(chunks, chunkRequestVector{MediaID: c.MediaID, Index: c.Index, Payload: enc})
+		chunks = append(chunks, chunkRequestVector{MediaID: c.MediaID, Index: c.Index, PlayID: c.Play[:], Payload: enc})
 	}
 	return reqs, resps, ads, chunks
 }
@@ -266,8 +266,9 @@ func sessionVectors(t *testing.T) (sessionVector, []transcriptVector, []signatur
 			return c.Data
 		}
 	}
+	play := PlayID(seqBytes(0xc0, playIDSize))
 	chunkExchange := func(index uint64, final, soon bool) exchangeVec {
-		r := client.NewChunkRequest(catalog[0].ID, index)
+		r := client.NewChunkRequestFor(play, catalog[0].ID, index)
 		return exchange(r, sealChunk, openChunk(r, final, soon))
 	}
 
@@ -308,9 +309,27 @@ func sessionVectors(t *testing.T) (sessionVector, []transcriptVector, []signatur
 	secret1 := epochSecret(suite.hash, shared1, keys0.chain, th1)
 	server.install(keys1)
 
+	renewReq := client.NewRenewRequest(catalog[0].ID)
+	renewal := Renewal{Media: catalog[0].ID, ViewsLeft: 5}
+	sealRenewal := func(a *Accepted) []byte {
+		rep, err := server.SealRenewal(a, renewal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	openRenewal := func(rep []byte) []byte {
+		rn, err := renewReq.OpenRenewal(rep)
+		if err != nil || rn != renewal {
+			t.Fatalf("renewal opened to %+v, %v", rn, err)
+		}
+		b, _ := json.Marshal(rn)
+		return b
+	}
 	closeReq := client.NewCloseRequest()
 	epoch1 := []exchangeVec{
 		chunkExchange(0, false, false),
+		exchange(renewReq, sealRenewal, openRenewal),
 		exchange(closeReq, sealReply(nil), openReply(closeReq)),
 	}
 

@@ -229,6 +229,7 @@ type replyADVector struct {
 type chunkRequestVector struct {
 	MediaID string   `json:"media_id"`
 	Index   uint64   `json:"index"`
+	PlayID  hexBytes `json:"play_id"`
 	Payload hexBytes `json:"payload"`
 }
 
