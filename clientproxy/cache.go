@@ -21,6 +21,7 @@ type medium struct {
 	id        string
 	size      int64
 	chunkSize int64
+	play      protocol.PlayID // the play the reads belong to (zero: none)
 }
 
 // chunks is the number of chunks of m (protocol.ChunkCount).
@@ -35,11 +36,14 @@ func (m medium) chunkLen(index int64) int64 {
 }
 
 // chunkKey names a cached chunk. The chunk size is part of it: a server
-// reconfigured with another one starts new chunks, not wrong ones.
+// reconfigured with another one starts new chunks, not wrong ones. So is
+// the play: a new play of a medium is fetched from the server, which
+// counts it as a view (protocol §21), not replayed from the cache.
 type chunkKey struct {
 	id        string
 	chunkSize int64
 	index     int64
+	play      protocol.PlayID
 }
 
 type cacheEntry struct {
@@ -108,7 +112,7 @@ func (c *chunkCache) get(ctx context.Context, m medium, index int64) ([]byte, er
 	if index < 0 || index >= m.chunks() {
 		return nil, fmt.Errorf("chunk %d of %q: out of range (%d chunks)", index, m.id, m.chunks())
 	}
-	key := chunkKey{m.id, m.chunkSize, index}
+	key := chunkKey{m.id, m.chunkSize, index, m.play}
 
 	c.mu.Lock()
 	if el, ok := c.entries[key]; ok {
@@ -150,7 +154,7 @@ func (c *chunkCache) prefetchAfter(m medium, index int64) {
 		if c.prefetching[m.id] >= c.prefetch {
 			return
 		}
-		key := chunkKey{m.id, m.chunkSize, i}
+		key := chunkKey{m.id, m.chunkSize, i, m.play}
 		if _, ok := c.entries[key]; ok {
 			continue
 		}
@@ -170,7 +174,7 @@ func (c *chunkCache) startLocked(m medium, index int64, background bool) (*call,
 	if c.closed {
 		return nil, errClosed
 	}
-	key := chunkKey{m.id, m.chunkSize, index}
+	key := chunkKey{m.id, m.chunkSize, index, m.play}
 	cl := &call{done: make(chan struct{})}
 	c.inflight[key] = cl
 	if background {
@@ -205,7 +209,7 @@ func (c *chunkCache) fetch(m medium, index int64, cl *call, background bool) {
 		c.logger.Log(c.ctx, level, "prefetch failed", "id", m.id, "chunk", index, "err", err)
 	}
 
-	key := chunkKey{m.id, m.chunkSize, index}
+	key := chunkKey{m.id, m.chunkSize, index, m.play}
 	c.mu.Lock()
 	delete(c.inflight, key)
 	if background {

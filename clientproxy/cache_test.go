@@ -1,6 +1,8 @@
 package clientproxy
 
 import (
+	"github.com/caddy-drm/caddy-drm/protocol"
+
 	"bytes"
 	"context"
 	"errors"
@@ -296,7 +298,7 @@ func TestCacheCanceledReaderDoesNotCancelFetch(t *testing.T) {
 	eventually(t, "the fetch to be cached", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, ok := c.entries[chunkKey{"m", testChunkSize, 0}]
+		_, ok := c.entries[chunkKey{"m", testChunkSize, 0, protocol.PlayID{}}]
 		return ok
 	})
 	if _, err := c.get(t.Context(), m, 0); err != nil {

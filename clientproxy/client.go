@@ -45,6 +45,14 @@ type ClientOptions struct {
 	// server is unreachable or its origin fails; DefaultRetryBudget when
 	// zero.
 	RetryBudget time.Duration
+	// Renew is what to do when a license is used up and the server offers
+	// a renewal (402); Ask answers for RenewAsk (nil: no).
+	Renew RenewPolicy
+	Ask   func(ctx context.Context, offer protocol.PaymentRequired) bool
+	// PlayTimeout is how long a medium may go unread before its next read
+	// starts a new play, which the server counts as a view;
+	// protocol.DefaultPlayTimeout when zero. Keep it at most the server's.
+	PlayTimeout time.Duration
 	Logger      *slog.Logger
 }
 
@@ -66,6 +74,7 @@ type Client struct {
 	mu    sync.Mutex
 	sess  *protocol.ClientSession
 	sizes map[string]int64 // media sizes from the catalog
+	plays *plays
 
 	// One handshake and one rekey at a time. They are semaphores, not
 	// mutexes, so that a caller waiting for another's handshake or rekey
@@ -113,7 +122,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if hc == nil {
 		hc = NewHTTPClient(nil)
 	}
-	return &Client{
+	c := &Client{
 		opts:   opts,
 		base:   strings.TrimSuffix(opts.ServerURL, "/") + "/v1/",
 		http:   hc,
@@ -124,7 +133,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 
 		renewing: make(chan struct{}, 1),
 		rekeying: make(chan struct{}, 1),
-	}, nil
+	}
+	c.plays = newPlays(opts.PlayTimeout, func() time.Time { return c.now() })
+	return c, nil
 }
 
 // Catalog fetches the server's catalog.
@@ -158,16 +169,31 @@ func (c *Client) ChunkSize(ctx context.Context) (int, error) {
 	return s.ChunkSize(), nil
 }
 
-// ReadChunk fetches, authenticates and returns chunk index of media id.
+// ReadChunk fetches, authenticates and returns chunk index of media id, as
+// part of the medium's current play. A license used up is renewed as the
+// Renew policy says, and the read tried once more.
 func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte, error) {
 	if index < 0 {
 		return nil, fmt.Errorf("negative chunk index %d", index)
 	}
+	asked := c.now()
+	data, err := c.readChunk(ctx, id, index)
+	if err == nil {
+		return data, nil
+	}
+	if retry, err := c.renewAfter(ctx, id, asked, err); !retry {
+		return nil, err
+	}
+	return c.readChunk(ctx, id, index)
+}
+
+func (c *Client) readChunk(ctx context.Context, id string, index int64) ([]byte, error) {
+	play := c.plays.forRead(id)
 	var data []byte
 	var soon bool
 	var used *protocol.Request
 	sess, err := c.do(ctx, fmt.Sprintf("chunk %d of %q", index, id), func(s *protocol.ClientSession) *protocol.Request {
-		return s.NewChunkRequest(id, uint64(index))
+		return s.NewChunkRequestFor(play, id, uint64(index))
 	}, func(req *protocol.Request, body []byte) error {
 		chunk, err := req.OpenChunk(body) // in place: the plaintext takes the ciphertext's bytes
 		if err != nil {
@@ -430,11 +456,14 @@ func (c *Client) post(ctx context.Context, endpoint string, body []byte) ([]byte
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection reusable
 		se := &serverError{endpoint: endpoint, status: resp.StatusCode, err: errors.New("no Drm-Error header")}
 		if code := resp.Header.Get("Drm-Error"); code != "" {
 			se.err = protocol.ErrorFromCode(code)
 		}
+		if resp.StatusCode == http.StatusPaymentRequired {
+			se.payment = readPaymentRequired(resp)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // keep the connection reusable
 		return nil, se
 	}
 	reply, err := readReply(resp)

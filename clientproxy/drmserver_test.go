@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,6 +46,7 @@ type drmServer struct {
 	media    map[string][]byte
 	catalog  []protocol.MediaInfo
 	stats    drmStats
+	licenses *fakeLicenses // nil: views are not counted
 }
 
 // drmOptions configure a drmServer; zero values take the defaults.
@@ -55,6 +57,8 @@ type drmOptions struct {
 	ClientAuth *protocol.ClientAuthPolicy // none: clients are anonymous
 	Now        func() time.Time           // time.Now
 	Suites     []protocol.Suite           // protocol.DefaultSuites()
+	Views      uint32                     // views per medium; 0: not counted
+	RenewViews uint32                     // views a renewal grants; 0: renewals denied
 }
 
 // newPKI makes a development PKI (root, and a server certificate for
@@ -122,6 +126,9 @@ func newDRMServer(t testing.TB, opts drmOptions) *drmServer {
 		ended:    map[protocol.SessionID]bool{},
 		media:    map[string][]byte{},
 		stats:    drmStats{requests: map[string]int{}, refusals: map[string]int{}},
+	}
+	if opts.Views > 0 {
+		s.licenses = newFakeLicenses(opts.Views, opts.RenewViews)
 	}
 	ts := httptest.NewServer(s)
 	t.Cleanup(ts.Close)
@@ -210,6 +217,7 @@ var endpoints = map[string]protocol.MessageType{
 	protocol.MsgRekey.String():      protocol.MsgRekey,
 	protocol.MsgClose.String():      protocol.MsgClose,
 	protocol.MsgClientAuth.String(): protocol.MsgClientAuth,
+	protocol.MsgRenew.String():      protocol.MsgRenew,
 }
 
 func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -325,6 +333,9 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 		if !ok {
 			return nil, http.StatusRequestedRangeNotSatisfiable, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, c.Index, c.MediaID)
 		}
+		if err := s.charge(c); err != nil {
+			return nil, 0, err
+		}
 		reply, err = sess.SealChunk(nil, a, uint64(len(data)), data[start:end])
 	case protocol.MsgCatalog:
 		s.mu.Lock()
@@ -352,6 +363,11 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 		reply, err = sess.SealReply(a, nil)
 	case protocol.MsgClientAuth:
 		reply, err = sess.Authenticate(a)
+	case protocol.MsgRenew:
+		var rn protocol.Renewal
+		if rn, err = s.renew(a.RenewedMedia()); err == nil {
+			reply, err = sess.SealRenewal(a, rn)
+		}
 	}
 	if err != nil {
 		return nil, 0, err
@@ -412,6 +428,13 @@ func (s *drmServer) fail(w http.ResponseWriter, status int, err error) {
 	s.stats.refusals[code]++
 	s.notifyLocked()
 	s.mu.Unlock()
+	var pe *paymentError
+	if errors.As(err, &pe) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(pe.body)
+		return
+	}
 	http.Error(w, http.StatusText(status), status)
 }
 

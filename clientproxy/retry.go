@@ -55,7 +55,8 @@ func (r remedy) String() string {
 type serverError struct {
 	endpoint string
 	status   int
-	err      error // wraps a protocol sentinel when the server named one
+	err      error                     // wraps a protocol sentinel when the server named one
+	payment  *protocol.PaymentRequired // the body of a 402, if it parsed
 }
 
 func (e *serverError) Error() string {

@@ -150,7 +150,11 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	rd := newMediaReader(ctx, s.cache, medium{id: id, size: info.Size, chunkSize: cs})
+	m := medium{id: id, size: info.Size, chunkSize: cs}
+	if p, ok := s.src.(player); ok {
+		m.play = p.Play(id)
+	}
+	rd := newMediaReader(ctx, s.cache, m)
 	if off, ok := firstServedOffset(r, info.Size); ok {
 		if err := rd.prime(off); err != nil {
 			s.failMedia(w, r, id, err)
@@ -181,11 +185,16 @@ func (s *Server) failMedia(w http.ResponseWriter, r *http.Request, id string, er
 }
 
 // playerStatus tells the player what went wrong on the way, in HTTP: the
-// listener may not play (403: a credential missing or refused), the
-// medium is gone (404), the origin did not answer in time (504), anything
-// else failed between here and the media (502).
+// listener may not play (403: a credential missing or refused; 402: the
+// license is used up and was not renewed; 409: too many plays at once),
+// the medium is gone (404), the origin did not answer in time (504),
+// anything else failed between here and the media (502).
 func playerStatus(err error) int {
 	switch {
+	case errors.Is(err, protocol.ErrPaymentRequired), errors.Is(err, protocol.ErrRenewalDenied):
+		return http.StatusPaymentRequired
+	case errors.Is(err, protocol.ErrTooManyPlays):
+		return http.StatusConflict
 	case errors.Is(err, protocol.ErrCredentialRefused), errors.Is(err, protocol.ErrCredentialsRequired):
 		return http.StatusForbidden
 	case errors.Is(err, protocol.ErrNotFound):

@@ -19,3 +19,11 @@ type Source interface {
 	// part of them may reach the player.
 	ReadChunk(ctx context.Context, id string, index int64) ([]byte, error)
 }
+
+// player is a Source that counts plays (Client, protocol §21). The cache
+// keeps the chunks of one play apart from another's, so that a new play
+// of a medium reaches the server, which counts it as a view.
+type player interface {
+	// Play returns the play a read of media id belongs to now.
+	Play(id string) protocol.PlayID
+}

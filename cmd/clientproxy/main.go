@@ -31,13 +31,13 @@ import (
 // config holds the flags; each has an environment variable of the same
 // name in upper case with a CLIENTPROXY_ prefix, which the flag overrides.
 type config struct {
-	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts string
-	deviceCert, deviceKey, userCert, userKey, userChain                                   string
-	pkcs11Module, pkcs11Token, pkcs11KeyLabel, pinFile                                    string
-	pkcs11Slot                                                                            int
-	prefetch, cacheChunks                                                                 int
-	retryBudget                                                                           time.Duration
-	allowRemote                                                                           bool
+	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts, renew string
+	deviceCert, deviceKey, userCert, userKey, userChain                                          string
+	pkcs11Module, pkcs11Token, pkcs11KeyLabel, pinFile                                           string
+	pkcs11Slot                                                                                   int
+	prefetch, cacheChunks                                                                        int
+	retryBudget, playTimeout                                                                     time.Duration
+	allowRemote                                                                                  bool
 }
 
 func main() {
@@ -76,6 +76,8 @@ func parseFlags(args []string) (*config, error) {
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
 	str(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	str(&c.renew, "renew", "ask", "when a license is used up and the server offers a renewal: ask (a y/n prompt on this terminal; the player waits), auto, or never (the player gets 402)")
+	fs.DurationVar(&c.playTimeout, "play-timeout", env.duration("play-timeout", protocol.DefaultPlayTimeout), "a medium unread this long starts a new play, which the server counts as a view; at most the server's play_timeout (env CLIENTPROXY_PLAY_TIMEOUT)")
 	fs.IntVar(&c.prefetch, "prefetch", env.int("prefetch", clientproxy.DefaultPrefetch), "chunks to read ahead of the player, negative for none (env CLIENTPROXY_PREFETCH)")
 	fs.IntVar(&c.cacheChunks, "cache-chunks", env.int("cache-chunks", clientproxy.DefaultCacheChunks), "chunks kept in memory (env CLIENTPROXY_CACHE_CHUNKS)")
 	fs.DurationVar(&c.retryBudget, "retry-budget", env.duration("retry-budget", clientproxy.DefaultRetryBudget), "how long one request keeps retrying while the server is unreachable or its origin fails (env CLIENTPROXY_RETRY_BUDGET)")
@@ -173,6 +175,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	renew, err := clientproxy.ParseRenewPolicy(c.renew)
+	if err != nil {
+		return fmt.Errorf("--renew: %w", err)
+	}
 	creds, closeToken, err := loadCredentials(c, logger)
 	if err != nil {
 		return err
@@ -181,6 +187,7 @@ func run(args []string) error {
 	client, err := clientproxy.NewClient(clientproxy.ClientOptions{Credentials: creds,
 		ServerURL: c.server, Roots: roots, ServerName: c.serverName, Endpoint: c.endpoint,
 		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), RetryBudget: c.retryBudget, Logger: logger,
+		Renew: renew, Ask: askOnTerminal(logger), PlayTimeout: c.playTimeout,
 	})
 	if err != nil {
 		return err
