@@ -22,8 +22,11 @@ ADs, and puts lax ticket ADs in place of drmref's: each must be refused or
 make the session check fail. For client credentials (§17), every altered
 byte of the chains, the transcript hash and the signatures must be refused,
 and lax references (device and user contexts swapped, a credentials hash
-without the chains) must fail the client_auth check. DRMREF_VERBOSE=1
-prints why each lax verifier, AD or reference was caught.
+without the chains) must fail the client_auth check. For licenses (§21),
+sessions whose renew exchange or chunk play ids are changed and sealed
+again with drmref must fail the session check (and changes §21 allows must
+not), and so must a reply AD without the renewal's media id. DRMREF_VERBOSE=1
+prints why each lax verifier, AD, reference or change was caught.
 """
 
 # The command line only: drmref is the drmref_*.py modules of this directory,

@@ -44,8 +44,8 @@ class ReplayWindow:
 # §15 Key epochs: limits and accounting
 #
 # Every limit is set; chunk and catalog requests are refused once the epoch
-# cannot serve them, rekey and close requests never; every sealed reply's
-# plaintext counts.
+# cannot serve them, rekey, close, client-auth and renew requests never;
+# every sealed reply's plaintext counts (but a rekey's).
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ class EpochAccounting:
         self.bytes -= self.chunk_size - sent
 
     def count_reply(self, plaintext_len):
-        """A catalog or close reply's plaintext counts when it is sealed."""
+        """A catalog, close, client-auth or renew reply's plaintext counts when
+        it is sealed (§15: "every other sealed reply counts as well"; §15's
+        list names no renew reply, but only the rekey's is exempt)."""
         self.bytes += plaintext_len
 
     def capacity(self):

@@ -1,7 +1,8 @@
 """drmref §12 Requests and §13 Replies: the binary request header (with the
 ticket flag of §12 and §16), sealing and opening requests and
-replies, the reply's associated data, ChunkRequest and ValidMediaID, and
-which bytes of a medium a chunk holds."""
+replies, the reply's associated data (with the media id of chunks and
+renewals), ChunkRequest (with its §21 play id), the renew request's
+payload, ValidMediaID, and which bytes of a medium a chunk holds."""
 
 import struct
 import unicodedata
@@ -22,8 +23,10 @@ from drmref_records import open_sealed, seal
 # ---------------------------------------------------------------------------
 # §12 Requests
 
-MESSAGE_TYPES = {"catalog": 1, "chunk": 2, "rekey": 3, "close": 4, "client-auth": 5}
-SERVED_TYPES = range(1, 5)  # client-auth (5) is reserved (§17)
+MESSAGE_TYPES = {"catalog": 1, "chunk": 2, "rekey": 3, "close": 4, "client-auth": 5, "renew": 6}
+# §4 wrong-message: "a type above 6" is not served; §12's table ends at 6
+# (renew, §21). (§12's server step 2 still says "1 to 5".)
+SERVED_TYPES = range(1, 6 + 1)
 REQUEST_HEADER = struct.Struct(">BB16sIQ")
 # Not in the spec yet: the top bit of the type byte says that the session's
 # ticket (§16) follows the 30 bytes, as uint16 length ‖ ticket.
@@ -108,23 +111,64 @@ def valid_media_id(media_id):
     return not any(unicodedata.category(c) in ("Cc", "Cf") for c in media_id)
 
 
-def encode_chunk_request(index, media_id):
-    """§12 ChunkRequest: uint64 index ‖ media id (UTF-8, the rest of the payload)."""
+PLAY_ID_LEN = 16  # §12 ChunkRequest, §21
+ZERO_PLAY_ID = bytes(PLAY_ID_LEN)  # §12: sent by a client that plays without licenses
+CHUNK_REQUEST_MEDIA_OFFSET = 8 + PLAY_ID_LEN
+
+
+def encode_chunk_request(index, play_id, media_id):
+    """§12 ChunkRequest: uint64 index ‖ play id (16 bytes, §21) ‖ media id
+    (UTF-8, the rest of the payload)."""
+    if len(play_id) != PLAY_ID_LEN:
+        raise ProtocolError("malformed", f"a play id of {len(play_id)} bytes")
     if not valid_media_id(media_id):
         raise ProtocolError("media-id", repr(media_id))
-    return uint(64, index) + media_id.encode("utf-8")
+    return uint(64, index) + bytes(play_id) + media_id.encode("utf-8")
 
 
-def parse_chunk_request(payload):
-    if len(payload) < 8 + 1:
-        raise ProtocolError("malformed", "chunk request too short")
+def _media_id(raw):
+    """§12: a media id on the wire: UTF-8, valid (ValidMediaID)."""
     try:
-        media_id = payload[8:].decode("utf-8")
+        media_id = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("media-id", "not UTF-8") from None
     if not valid_media_id(media_id):
         raise ProtocolError("media-id", repr(media_id))
-    return int.from_bytes(payload[:8], "big"), media_id
+    return media_id
+
+
+def parse_chunk_request(payload):
+    """§12 ChunkRequest → (index, play id, media id). The zero play id parses:
+    only a server that counts views refuses it (§21), which is its policy,
+    not the layout."""
+    if len(payload) < CHUNK_REQUEST_MEDIA_OFFSET + 1:
+        raise ProtocolError("malformed", "chunk request too short")
+    index = int.from_bytes(payload[:8], "big")
+    play_id = bytes(payload[8:CHUNK_REQUEST_MEDIA_OFFSET])
+    return index, play_id, _media_id(payload[CHUNK_REQUEST_MEDIA_OFFSET:])
+
+
+def encode_renew_request(media_id):
+    """§12 table, type 6 renew (§21): the payload is the media id, UTF-8,
+    valid as ChunkRequest's."""
+    if not valid_media_id(media_id):
+        raise ProtocolError("media-id", repr(media_id))
+    return media_id.encode("utf-8")
+
+
+def parse_renew_request(payload):
+    return _media_id(payload)
+
+
+def reply_media_id(type_, payload):
+    """§13: the media id of a reply's AD: the requested one for chunks and
+    renewals (taken from the request's payload), empty for every other
+    reply."""
+    if type_ == MESSAGE_TYPES["chunk"]:
+        return parse_chunk_request(payload)[2]
+    if type_ == MESSAGE_TYPES["renew"]:
+        return parse_renew_request(payload)
+    return ""
 
 
 # ---------------------------------------------------------------------------

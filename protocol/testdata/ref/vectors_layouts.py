@@ -1,6 +1,6 @@
 """Checks of the sections `request_headers` (§12, with and without the §16
 ticket), `response_headers` and `reply_ad` (§13) and `chunk_requests`
-(§12): binary layouts, both ways."""
+(§12, with the §21 play id): binary layouts, both ways."""
 
 import drmref_exchanges
 from vectors_common import h, message_type
@@ -48,11 +48,18 @@ def check_reply_ad(items, chk):
 
 
 def check_chunk_requests(items, chk):
-    """§12 ChunkRequest, both ways (the parser applies ValidMediaID)."""
+    """§12 ChunkRequest, both ways: uint64 index ‖ play id (16 bytes, §21) ‖
+    media id (the parser applies ValidMediaID); among them the zero play id
+    (a client that plays without licenses) and others."""
     for i, v in enumerate(items):
         chk.at(f"[{i}] media_id={v['media_id']!r}")
+        play_id = h(v["play_id"])
+        chk.equal("play_id length (§12: 16 bytes)", drmref_exchanges.PLAY_ID_LEN, len(play_id))
         chk.equal_hex("payload", v["payload"],
-                      drmref_exchanges.encode_chunk_request(v["index"], v["media_id"]))
-        chk.equal("decoded payload", (v["index"], v["media_id"]),
+                      drmref_exchanges.encode_chunk_request(v["index"], play_id, v["media_id"]))
+        chk.equal("decoded payload", (v["index"], play_id, v["media_id"]),
                   drmref_exchanges.parse_chunk_request(h(v["payload"])))
+    chk.at("all")
+    chk.equal("chunk requests with the zero play id and with another (§19)", [False, True],
+              sorted({h(v["play_id"]) != drmref_exchanges.ZERO_PLAY_ID for v in items}))
     return len(items)

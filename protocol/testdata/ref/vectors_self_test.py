@@ -1,8 +1,9 @@
 """check_vectors.py --self-test: one-bit corruptions of every value of the
 file (each must make its section's check fail; only ML-KEM-768's bytes are
 excused), lax §9 signature verifiers in place of drmref's, and §16 tickets
-tampered with, under wrong ADs or with lax ADs in drmref. DRMREF_VERBOSE=1
-prints why each lax verifier or AD was caught."""
+tampered with, under wrong ADs or with lax ADs in drmref; §21's renew
+exchange and play ids changed and sealed again (vectors_licenses.py).
+DRMREF_VERBOSE=1 prints why each lax verifier or AD was caught."""
 
 import copy
 import os
@@ -18,6 +19,7 @@ import drmref_suites
 import drmref_tickets
 from vectors_client_auth import self_test_client_auth
 from vectors_common import flip_bit, h, Mismatch
+from vectors_licenses import self_test_licenses
 from vectors_sections import SECTIONS, check_section
 from vectors_signatures import library_pss_verifies, pss_auto
 from vectors_tickets import request_opens, ticket_opens, ticket_unseals, wrong_ticket_ads
@@ -230,11 +232,12 @@ def self_test(vectors):
     undetected += [f"lax verifier: {item}" for item in self_test_verifiers(vectors)]
     undetected += self_test_tickets(vectors)
     undetected += self_test_client_auth(vectors, check_section)
+    undetected += self_test_licenses(vectors, check_section, VERBOSE)
     if undetected:
         print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
         for item in undetected:
             print(f"  {item}", file=sys.stderr)
         return False
-    print("self-test: every corruption, lax verifier, tampered ticket, wrong ticket AD, altered credential"
-          " and lax credential reference was detected")
+    print("self-test: every corruption, lax verifier, tampered ticket, wrong ticket AD, altered credential,"
+          " lax credential reference, re-sealed renewal and play id change and lax reply AD was detected")
     return True

@@ -1,7 +1,8 @@
 """Check of the section `session`: a whole session in the order the two
 ends run it: §6 handshake and certificate, §7-§9 secret, transcript and
 signature, §10 epochs, §12-§13 exchanges, §14 sequence numbers, §15
-accounting and rekey, §16 close (its ticket: vectors_tickets.py)."""
+accounting and rekey, §16 close (its ticket: vectors_tickets.py), §21 the
+chunks' play id and the renew exchange (vectors_licenses.py)."""
 
 import json
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import drmref_key_schedule
 import drmref_signatures
 import drmref_suites
 from vectors_common import check_keys, flip_bit, h, message_type
+from vectors_licenses import check_license_coverage, check_play_id, check_renewal
 from vectors_signatures import server_signature_verifies
 from vectors_tickets import check_ticket, check_ticket_is_authenticated, check_ticket_sent
 
@@ -71,6 +73,8 @@ class SessionLog:
     replies: int = 0  # replies sealed, in the order the server answered
     ticket_seqs: list = None  # epoch-0 sequence numbers of the requests that carried the ticket
     requests_without_ticket: int = 0
+    play_ids: list = None  # the play id of each chunk request (§21)
+    renewals: int = 0  # renew exchanges (§21)
 
 
 SESSION_STEPS = ("handshake", "epoch0", "ticket", "rekey", "epoch1")  # besides the exchanges
@@ -89,7 +93,7 @@ def check_session(s, chk):
     session = Session(suite, server_hello.session_id, ticket, h(s["server_ed25519_seed"]), server_key,
                       {media["id"]: media["size"] for media in catalog}, media, catalog,
                       server_hello.chunk_size, server_hello.limits)
-    log = SessionLog(set(), ticket_seqs=[])
+    log = SessionLog(set(), ticket_seqs=[], play_ids=[])
     epoch0 = check_epoch(chk, "epoch0", s["epoch0"], session, shared, transcript, None, server_hello.limits)
     check_ticket(chk, s["ticket"], session, server_hello, transcript, epoch0)
     for i, exchange in enumerate(s["exchanges"]):
@@ -244,26 +248,33 @@ def check_reply(chk, session, state, request, reply_header, media_id, answer_hex
 
 
 def check_exchange(chk, where, x, session, state, log):
-    """One catalog, chunk or close request and its reply."""
+    """One catalog, chunk, renew or close request and its reply."""
     chk.at(where)
     chk.holds("no request after close (§16: the session is deleted)", not log.closed)
     type_ = message_type(chk, x["type"])
     payload = h(x["payload"])
     request = check_request(chk, session, state, type_, x["seq"], payload, x["envelope"], log)
-    media_id = ""
+    media_id = None  # the medium a chunk or renew request names
     if type_ == drmref_exchanges.MESSAGE_TYPES["chunk"]:
         reply_header, media_id = chunk_reply(chk, session, state, request, payload, h(x["answer"]), log)
+    elif type_ == drmref_exchanges.MESSAGE_TYPES["renew"]:
+        reply_header, media_id = renew_reply(chk, session, state, request, payload, h(x["answer"]), log)
     elif type_ in (drmref_exchanges.MESSAGE_TYPES["catalog"], drmref_exchanges.MESSAGE_TYPES["close"]):
         chk.equal("payload (§12: empty)", "", x["payload"])
         state.accounting.admit(type_, EPOCH_AGE_SECONDS)
         reply_header = drmref_exchanges.ReplyHeader(type_, 0, request.epoch, request.seq)
         state.accounting.count_reply(len(h(x["answer"])))
     else:
-        chk.fail(f"exchange of type {x['type']!r} is not a catalog, chunk or close")
-    check_reply(chk, session, state, request, reply_header, media_id, x["answer"], x["reply"])
+        chk.fail(f"exchange of type {x['type']!r} is not a catalog, chunk, renew or close")
+    # §13: the reply's AD carries the requested media id for chunks and
+    # renewals, the empty one for every other reply.
+    ad_media_id = drmref_exchanges.reply_media_id(type_, payload)
+    check_reply(chk, session, state, request, reply_header, ad_media_id, x["answer"], x["reply"])
     log.replies += 1
     if type_ == drmref_exchanges.MESSAGE_TYPES["catalog"]:
         check_catalog(chk, session, h(x["answer"]))
+    if type_ == drmref_exchanges.MESSAGE_TYPES["renew"]:
+        check_renewal(chk, media_id, h(x["answer"]))
     if type_ == drmref_exchanges.MESSAGE_TYPES["close"]:
         chk.equal("answer (§13: close is empty)", "", x["answer"])
         log.closed = True
@@ -274,7 +285,8 @@ def chunk_reply(chk, session, state, request, payload, answer, log):
     (index, media size, FlagFinal, remaining, FlagRekeySoon) from the request,
     the catalog and the epoch's counters; the answer is the chunk's slice of
     the medium, of the exact length."""
-    index, media_id = drmref_exchanges.parse_chunk_request(payload)
+    index, play_id, media_id = drmref_exchanges.parse_chunk_request(payload)
+    check_play_id(chk, play_id, log)
     if media_id not in session.media_sizes:
         chk.fail(f"chunk of {media_id!r}, which is not in the catalog")
     media_size = session.media_sizes[media_id]
@@ -287,6 +299,21 @@ def chunk_reply(chk, session, state, request, payload, answer, log):
     header = drmref_epochs.chunk_reply_header(state.accounting, request, index, media_size, EPOCH_AGE_SECONDS)
     log.chunk_flags.add(header.flags)
     log.short_chunks += end - start < session.chunk_size
+    return header, media_id
+
+
+def renew_reply(chk, session, state, request, payload, answer, log):
+    """§12 type 6, §13, §15, §21: the payload is a valid media id of the
+    catalog; the reply, type 6 with flags 0 and index, media_size and
+    remaining 0, is never refused by the limits (§12 step 9 refuses only
+    chunk and catalog requests) and its plaintext counts against the epoch's
+    bytes (§15: every sealed reply but a rekey's)."""
+    media_id = drmref_exchanges.parse_renew_request(payload)
+    chk.holds(f"renew of {media_id!r}: a medium of the catalog (§12)", media_id in session.media_sizes)
+    state.accounting.admit(request.type, EPOCH_AGE_SECONDS)
+    header = drmref_exchanges.ReplyHeader(request.type, 0, request.epoch, request.seq)
+    state.accounting.count_reply(len(answer))
+    log.renewals += 1
     return header, media_id
 
 
@@ -305,6 +332,7 @@ def check_session_coverage(chk, log):
               sorted(log.ticket_seqs))
     chk.holds("requests with and without the ticket",
               bool(log.ticket_seqs) and log.requests_without_ticket > 0)
+    check_license_coverage(chk, log)
 
 
 def check_catalog(chk, session, answer):
