@@ -184,6 +184,10 @@ func (l *Ledger) chunk(ctx context.Context, s *subject, key Key, id PlayID, term
 	}
 	for {
 		lic, rec, charged, err := l.store.Charge(ctx, key, id, terms, again, now, l.policy.Retention())
+		if err == nil && !charged && again {
+			// A broken store; don't loop on it.
+			return Charge{}, errors.New("licensing: the store did not charge a view it was asked to")
+		}
 		if errors.Is(err, ErrExhausted) || errors.Is(err, ErrExpired) {
 			return Charge{}, &PaymentRequired{License: lic, Renewable: l.Renewable(), Err: err}
 		}
