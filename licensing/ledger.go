@@ -157,8 +157,12 @@ func (l *Ledger) chunk(ctx context.Context, s *subject, key Key, id PlayID, term
 			l.advance(ctx, p, now, n)
 			return Charge{License: p.lic}, nil
 		}
-		// Past its bound: the play's view is spent.
+		// Past its bound: the play's view is spent. The store learns so
+		// at once, lest a refused new view leave a record that a retry
+		// could resume for free.
 		delete(s.plays, ref)
+		p.rec.Bytes = addBytes(p.rec.Bytes, n)
+		l.flush(ctx, key, []*play{p}, now)
 		again = true
 	} else {
 		rec, ok, err := l.store.Play(ctx, key, id)
@@ -225,11 +229,7 @@ func (l *Ledger) resume(ctx context.Context, s *subject, key Key, rec PlayRecord
 // advance counts n bytes of p read at now, and flushes p if it has not
 // been flushed for FlushEvery.
 func (l *Ledger) advance(ctx context.Context, p *play, now time.Time, n int64) {
-	if n > math.MaxInt64-p.rec.Bytes {
-		p.rec.Bytes = math.MaxInt64
-	} else {
-		p.rec.Bytes += n
-	}
+	p.rec.Bytes = addBytes(p.rec.Bytes, n)
 	if now.After(p.rec.LastSeen) {
 		p.rec.LastSeen = now
 	}
@@ -237,6 +237,13 @@ func (l *Ledger) advance(ctx context.Context, p *play, now time.Time, n int64) {
 	if now.Sub(p.flushed) >= l.policy.FlushEvery {
 		l.flush(ctx, p.key, []*play{p}, now)
 	}
+}
+
+func addBytes(a, n int64) int64 {
+	if n > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + n
 }
 
 // flush writes plays of key to the store. A failure is ignored, to be

@@ -293,6 +293,32 @@ func TestLedgerPaid(t *testing.T) {
 	}
 }
 
+// TestLedgerSpent: a play past its bound that cannot get a new view
+// stays refused, in this ledger and in the next.
+func TestLedgerSpent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "licenses.db")
+	s := openBolt(t, path)
+	c := newClock()
+	l := licensing.NewLedger(s, licensing.Policy{}, nil, c.now)
+	terms := licensing.Terms{Views: 1}
+	for range 4 {
+		chunk(t, l, alice, play(1), terms, 500)
+	}
+	var pr *licensing.PaymentRequired
+	for i := range 3 {
+		if _, err := l.Chunk(ctx, alice, play(1), terms, size, 500); !errors.As(err, &pr) {
+			t.Fatalf("chunk past the bound, try %d: %v", i, err)
+		}
+	}
+	// A crash, a restart.
+	s.Close()
+	s = openBolt(t, path)
+	l = newLedger(t, s, licensing.Policy{}, nil, c)
+	if _, err := l.Chunk(ctx, alice, play(1), terms, size, 500); !errors.As(err, &pr) {
+		t.Fatalf("chunk past the bound after a restart: %v", err)
+	}
+}
+
 // TestLedgerConcurrent: Policy.Concurrent limits open plays per subject.
 func TestLedgerConcurrent(t *testing.T) {
 	s := licensing.NewMemoryStore()
