@@ -20,7 +20,8 @@ type Policy struct {
 	// turns the bound off.
 	Bound float64
 	// Concurrent, if positive, is how many plays one subject may hold
-	// open at once, across media.
+	// open at once, across media. It counts the plays this Ledger has
+	// seen: a play open before a restart counts once it is seen again.
 	Concurrent int
 	// FlushEvery is how often, at most, a play's bytes and last activity
 	// are written to the store (default 10s). A crash loses at most this
@@ -63,7 +64,8 @@ var ErrLedgerClosed = errors.New("licensing: ledger closed")
 
 // Ledger decides which chunks of which plays cost a view. It keeps open
 // plays in memory, decides the plays of one subject one at a time and of
-// different subjects in parallel, and leaves durability to its Store.
+// different subjects in parallel, and leaves durability to its Store, whose
+// play records it asks to keep for Policy.Retention.
 type Ledger struct {
 	store    Store
 	policy   Policy
