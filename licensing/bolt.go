@@ -111,7 +111,19 @@ func getLicense(tx *bolt.Tx, key Key) (License, bool, error) {
 }
 
 func putLicense(tx *bolt.Tx, lic License) error {
-	return tx.Bucket(licensesBucket).Put(encodeKey(lic.Key), encodeLicense(lic))
+	v, err := encodeLicense(lic)
+	if err != nil {
+		return fmt.Errorf("licensing: encoding the license of %q for %q: %w", lic.Key.Subject, lic.Key.Media, err)
+	}
+	return tx.Bucket(licensesBucket).Put(encodeKey(lic.Key), v)
+}
+
+func putPlay(b *bolt.Bucket, rec PlayRecord) error {
+	v, err := encodePlay(rec)
+	if err != nil {
+		return fmt.Errorf("licensing: encoding the record of play %s: %w", rec.Play, err)
+	}
+	return b.Put(rec.Play[:], v)
 }
 
 // playBucket is key's bucket of play records, or nil.
@@ -167,7 +179,7 @@ func (s *BoltStore) Charge(ctx context.Context, key Key, play PlayID, terms Term
 			}
 		}
 		rec = PlayRecord{Play: play, Started: now, LastSeen: now}
-		if err := b.Put(play[:], encodePlay(rec)); err != nil {
+		if err := putPlay(b, rec); err != nil {
 			return err
 		}
 		charged = true
@@ -228,7 +240,7 @@ func (s *BoltStore) Touch(ctx context.Context, key Key, recs []PlayRecord) error
 				continue
 			}
 			if upd, ok := touched(old, r); ok {
-				if err := b.Put(r.Play[:], encodePlay(upd)); err != nil {
+				if err := putPlay(b, upd); err != nil {
 					return err
 				}
 			}

@@ -62,8 +62,9 @@ func decodeKey(b []byte) (Key, error) {
 	return Key{Subject: string(b[:n]), Media: string(b[n:])}, nil
 }
 
-func encodeLicense(l License) []byte {
-	v, err := json.Marshal(licenseJSON{
+// encodeLicense fails only on times JSON cannot hold (years past 9999).
+func encodeLicense(l License) ([]byte, error) {
+	return json.Marshal(licenseJSON{
 		V: formatVersion,
 		Terms: termsJSON{
 			Views:       l.Terms.Views,
@@ -77,11 +78,6 @@ func encodeLicense(l License) []byte {
 		FirstPlay: l.FirstPlay,
 		Expires:   l.Expires,
 	})
-	if err != nil {
-		// Only times past year 9999 fail to marshal; clocks don't get there.
-		panic("licensing: encoding a license: " + err.Error())
-	}
-	return v
 }
 
 // decodeLicense decodes the license stored under key k with value v.
@@ -116,12 +112,8 @@ func decodeLicense(k, v []byte) (License, error) {
 	}, nil
 }
 
-func encodePlay(r PlayRecord) []byte {
-	v, err := json.Marshal(playJSON{V: formatVersion, Started: r.Started, LastSeen: r.LastSeen, Bytes: r.Bytes})
-	if err != nil {
-		panic("licensing: encoding a play: " + err.Error())
-	}
-	return v
+func encodePlay(r PlayRecord) ([]byte, error) {
+	return json.Marshal(playJSON{V: formatVersion, Started: r.Started, LastSeen: r.LastSeen, Bytes: r.Bytes})
 }
 
 // decodePlay decodes the record of play id k with value v.

@@ -20,7 +20,8 @@ type Policy struct {
 	// turns the bound off.
 	Bound float64
 	// Concurrent, if positive, is how many plays one subject may hold
-	// open at once, across media.
+	// open at once, across media. It counts the plays this Ledger has
+	// seen: a play open before a restart counts once it is seen again.
 	Concurrent int
 	// FlushEvery is how often, at most, a play's bytes and last activity
 	// are written to the store (default 10s). A crash loses at most this
@@ -63,7 +64,8 @@ var ErrLedgerClosed = errors.New("licensing: ledger closed")
 
 // Ledger decides which chunks of which plays cost a view. It keeps open
 // plays in memory, decides the plays of one subject one at a time and of
-// different subjects in parallel, and leaves durability to its Store.
+// different subjects in parallel, and leaves durability to its Store, whose
+// play records it asks to keep for Policy.Retention.
 type Ledger struct {
 	store    Store
 	policy   Policy
@@ -157,8 +159,12 @@ func (l *Ledger) chunk(ctx context.Context, s *subject, key Key, id PlayID, term
 			l.advance(ctx, p, now, n)
 			return Charge{License: p.lic}, nil
 		}
-		// Past its bound: the play's view is spent.
+		// Past its bound: the play's view is spent. The store learns so
+		// at once, lest a refused new view leave a record that a retry
+		// could resume for free.
 		delete(s.plays, ref)
+		p.rec.Bytes = addBytes(p.rec.Bytes, n)
+		l.flush(ctx, key, []*play{p}, now)
 		again = true
 	} else {
 		rec, ok, err := l.store.Play(ctx, key, id)
@@ -184,6 +190,10 @@ func (l *Ledger) chunk(ctx context.Context, s *subject, key Key, id PlayID, term
 	}
 	for {
 		lic, rec, charged, err := l.store.Charge(ctx, key, id, terms, again, now, l.policy.Retention())
+		if err == nil && !charged && again {
+			// A broken store; don't loop on it.
+			return Charge{}, errors.New("licensing: the store did not charge a view it was asked to")
+		}
 		if errors.Is(err, ErrExhausted) || errors.Is(err, ErrExpired) {
 			return Charge{}, &PaymentRequired{License: lic, Renewable: l.Renewable(), Err: err}
 		}
@@ -221,11 +231,7 @@ func (l *Ledger) resume(ctx context.Context, s *subject, key Key, rec PlayRecord
 // advance counts n bytes of p read at now, and flushes p if it has not
 // been flushed for FlushEvery.
 func (l *Ledger) advance(ctx context.Context, p *play, now time.Time, n int64) {
-	if n > math.MaxInt64-p.rec.Bytes {
-		p.rec.Bytes = math.MaxInt64
-	} else {
-		p.rec.Bytes += n
-	}
+	p.rec.Bytes = addBytes(p.rec.Bytes, n)
 	if now.After(p.rec.LastSeen) {
 		p.rec.LastSeen = now
 	}
@@ -233,6 +239,13 @@ func (l *Ledger) advance(ctx context.Context, p *play, now time.Time, n int64) {
 	if now.Sub(p.flushed) >= l.policy.FlushEvery {
 		l.flush(ctx, p.key, []*play{p}, now)
 	}
+}
+
+func addBytes(a, n int64) int64 {
+	if n > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + n
 }
 
 // flush writes plays of key to the store. A failure is ignored, to be
