@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddy-drm/caddy-drm/protocol"
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
@@ -96,6 +97,15 @@ func siteAddress(h httpcaddyfile.Helper) (string, bool) {
 //		crl                  <crl...>
 //		crl_optional         <ca.pem...>
 //		before_credentials   catalog|nothing
+//		license {
+//			views        <count>
+//			expire_after <duration>
+//			store        bbolt [<file>]
+//			renew        auto [<views>] | deny | webhook <url> [<timeout>]
+//			concurrent   <count>
+//			play_timeout <duration>
+//			play_bound   <multiple of the medium's size>
+//		}
 //	}
 //
 // Sizes accept units (256KiB, 1GiB); durations Caddy's syntax (90s, 1h).
@@ -231,8 +241,118 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				h.BeforeCredentials = v
 			}
+		case "license":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.License = &LicenseConfig{}
+			if err := h.License.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unknown drm option %q", key)
+		}
+	}
+	return nil
+}
+
+// unmarshalCaddyfile reads the license block (see UnmarshalCaddyfile).
+func (c *LicenseConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	count := func(key string) (uint64, error) {
+		var v string
+		if !d.AllArgs(&v) {
+			return 0, d.ArgErr()
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return 0, d.Errf("license %s: want a positive count, got %q", key, v)
+		}
+		return n, nil
+	}
+	duration := func(key, v string) (caddy.Duration, error) {
+		dur, err := caddy.ParseDuration(v)
+		if err != nil || dur <= 0 {
+			return 0, d.Errf("license %s: want a positive duration, got %q", key, v)
+		}
+		return caddy.Duration(dur), nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		switch key {
+		case "views", "concurrent":
+			n, err := count(key)
+			if err != nil {
+				return err
+			}
+			if key == "views" {
+				c.Views = uint32(n)
+			} else {
+				c.Concurrent = int(n)
+			}
+		case "expire_after", "play_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := duration(key, v)
+			if err != nil {
+				return err
+			}
+			if key == "expire_after" {
+				c.ExpireAfter = dur
+			} else {
+				c.PlayTimeout = dur
+			}
+		case "play_bound":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 1 {
+				return d.Errf("license play_bound: want a multiple of the medium's size of at least 1, got %q", v)
+			}
+			c.PlayBound = f
+		case "store":
+			args := d.RemainingArgs()
+			if len(args) == 0 || args[0] != "bbolt" || len(args) > 2 {
+				return d.Errf("license store: want bbolt [<file>], got %q", args)
+			}
+			store := BoltLicenseStore{}
+			if len(args) == 2 {
+				store.Path = args[1]
+			}
+			c.StoreRaw = caddyconfig.JSONModuleObject(store, "backend", "bbolt", nil)
+		case "renew":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.Renew = args[0]
+			switch {
+			case args[0] == "deny" && len(args) == 1:
+			case args[0] == "auto" && len(args) <= 2:
+				if len(args) == 2 {
+					n, err := strconv.ParseUint(args[1], 10, 32)
+					if err != nil || n == 0 {
+						return d.Errf("license renew auto: want a positive number of views, got %q", args[1])
+					}
+					c.RenewViews = uint32(n)
+				}
+			case args[0] == "webhook" && (len(args) == 2 || len(args) == 3):
+				c.Webhook = args[1]
+				if len(args) == 3 {
+					dur, err := duration("renew webhook timeout", args[2])
+					if err != nil {
+						return err
+					}
+					c.WebhookTimeout = dur
+				}
+			default:
+				return d.Errf("license renew: want auto [<views>], deny or webhook <url> [<timeout>], got %q", args)
+			}
+		default:
+			return d.Errf("unknown license option %q", key)
 		}
 	}
 	return nil

@@ -357,6 +357,21 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"duration without unit", "drm {\n\trekey_after_age 60\n}", "positive duration"},
 		{"duration with two values", "drm {\n\trekey_after_age 1h 2h\n}", "wrong argument count"},
 		{"duration without value", "drm {\n\tsession_idle_timeout\n}", "wrong argument count"},
+		{"license with an argument", "drm {\n\tlicense 5\n}", "wrong argument count"},
+		{"license unknown option", "drm {\n\tlicense {\n\t\tcredits 5\n\t}\n}", `unknown license option "credits"`},
+		{"license views zero", "drm {\n\tlicense {\n\t\tviews 0\n\t}\n}", "license views: want a positive count"},
+		{"license views over 32 bits", "drm {\n\tlicense {\n\t\tviews 4294967296\n\t}\n}", "positive count"},
+		{"license concurrent negative", "drm {\n\tlicense {\n\t\tconcurrent -1\n\t}\n}", "positive count"},
+		{"license expire_after bad", "drm {\n\tlicense {\n\t\texpire_after soon\n\t}\n}", "positive duration"},
+		{"license play_timeout zero", "drm {\n\tlicense {\n\t\tplay_timeout 0s\n\t}\n}", "positive duration"},
+		{"license play_bound under 1", "drm {\n\tlicense {\n\t\tplay_bound 0.5\n\t}\n}", "at least 1"},
+		{"license store unknown", "drm {\n\tlicense {\n\t\tstore redis\n\t}\n}", "want bbolt"},
+		{"license store two files", "drm {\n\tlicense {\n\t\tstore bbolt a b\n\t}\n}", "want bbolt"},
+		{"license renew unknown", "drm {\n\tlicense {\n\t\trenew ask\n\t}\n}", "want auto"},
+		{"license renew webhook without URL", "drm {\n\tlicense {\n\t\trenew webhook\n\t}\n}", "want auto"},
+		{"license renew auto zero", "drm {\n\tlicense {\n\t\trenew auto 0\n\t}\n}", "positive number of views"},
+		{"license renew deny with views", "drm {\n\tlicense {\n\t\trenew deny 3\n\t}\n}", "want auto"},
+		{"license webhook bad timeout", "drm {\n\tlicense {\n\t\trenew webhook http://x/ never\n\t}\n}", "positive duration"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var h Handler

@@ -43,10 +43,25 @@ const (
 
 // catalogEntry is one item of a catalog file.
 type catalogEntry struct {
-	ID          string  `json:"id"`
-	Title       string  `json:"title,omitempty"`
-	Duration    float64 `json:"duration,omitempty"`
-	ContentType string  `json:"content_type,omitempty"`
+	ID          string        `json:"id"`
+	Title       string        `json:"title,omitempty"`
+	Duration    float64       `json:"duration,omitempty"`
+	ContentType string        `json:"content_type,omitempty"`
+	License     *mediaLicense `json:"license,omitempty"`
+}
+
+// mediaLicense overrides the site's license terms for one medium: a
+// number of views (a one-view preview), or free.
+type mediaLicense struct {
+	Views uint32 `json:"views,omitempty"`
+	Free  bool   `json:"free,omitempty"`
+}
+
+// catalogItem is a medium as the server knows it: what clients are told,
+// and its license terms, which they are not.
+type catalogItem struct {
+	protocol.MediaInfo
+	license *mediaLicense // nil: the site's terms
 }
 
 // listingEntry is one item of Caddy's JSON directory listing.
@@ -98,9 +113,10 @@ type catalog struct {
 }
 
 type catalogSnapshot struct {
-	items   []protocol.MediaInfo
-	byID    map[string]int
-	fetched time.Time
+	items    []protocol.MediaInfo
+	byID     map[string]int
+	licenses map[string]*mediaLicense
+	fetched  time.Time
 }
 
 // current returns a snapshot no older than maxAge, refreshing it when
@@ -161,20 +177,20 @@ func (c *catalog) stale() {
 // lookup finds one item. An unknown id refreshes the catalog at most every
 // catalogMissTTL, so new media appear quickly but unknown ids cannot
 // hammer the origin.
-func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (protocol.MediaInfo, error) {
+func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (catalogItem, error) {
 	snap, err := c.current(r, next, catalogTTL)
 	if err != nil {
-		return protocol.MediaInfo{}, err
+		return catalogItem{}, err
 	}
 	if _, ok := snap.byID[id]; !ok {
 		if snap, err = c.current(r, next, catalogMissTTL); err != nil {
-			return protocol.MediaInfo{}, err
+			return catalogItem{}, err
 		}
 	}
 	if i, ok := snap.byID[id]; ok {
-		return snap.items[i], nil
+		return catalogItem{snap.items[i], snap.licenses[id]}, nil
 	}
-	return protocol.MediaInfo{}, fmt.Errorf("%w: %q is not in the catalog", protocol.ErrNotFound, id)
+	return catalogItem{}, fmt.Errorf("%w: %q is not in the catalog", protocol.ErrNotFound, id)
 }
 
 // build reads the catalog from the origin.
@@ -185,6 +201,7 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 		return nil, fmt.Errorf("%w: the origin offers neither a catalog file (%v) nor a JSON directory listing (%v)", protocol.ErrOrigin, fileErr, listErr)
 	}
 	byID := map[string]int{}
+	licenses := map[string]*mediaLicense{}
 	var items []protocol.MediaInfo
 	add := func(m protocol.MediaInfo) {
 		if _, dup := byID[m.ID]; dup || len(items) >= maxCatalogEntries {
@@ -201,6 +218,9 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 			m.Size = s.total
 		} else {
 			continue // listed in the file but not served by the origin
+		}
+		if _, dup := byID[m.ID]; !dup && e.License != nil {
+			licenses[m.ID] = e.License
 		}
 		add(m)
 	}
@@ -224,7 +244,7 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 	if items == nil {
 		items = []protocol.MediaInfo{}
 	}
-	return &catalogSnapshot{items: items, byID: byID, fetched: time.Now()}, nil
+	return &catalogSnapshot{items: items, byID: byID, licenses: licenses, fetched: time.Now()}, nil
 }
 
 func (c *catalog) readFile(r *http.Request, next caddyhttp.Handler) ([]catalogEntry, error) {

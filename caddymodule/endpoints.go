@@ -113,6 +113,8 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		}
 		h.logAuthenticated(sess, clientAddr(r))
 		return h.writeBinary(w, reply)
+	case protocol.MsgRenew:
+		return h.serveRenew(w, r, next, sess, req)
 	case protocol.MsgClose:
 		h.sessions.Delete(id)
 		if ce := h.logger.Check(zap.DebugLevel, "session closed"); ce != nil {
@@ -171,9 +173,18 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 	// The catalog's size bounds the index before the origin is asked (the
 	// origin's own size is what the chunk then carries).
-	start, _, ok := protocol.ChunkSpan(req.Index, uint64(item.Size), sess.ChunkSize())
+	start, end, ok := protocol.ChunkSpan(req.Index, uint64(item.Size), sess.ChunkSize())
 	if !ok {
 		return h.fail(w, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, req.Index, req.MediaID))
+	}
+	// The view is paid (and committed) before the origin is read.
+	if h.licenses != nil {
+		var pr *paymentRequired
+		if err := h.charge(r, sess, req, item, int64(end-start)); errors.As(err, &pr) {
+			return h.writePaymentRequired(w, pr)
+		} else if err != nil {
+			return h.fail(w, err)
+		}
 	}
 	// One buffer: the origin's bytes land after room for the reply header,
 	// and the chunk is sealed in place over them.

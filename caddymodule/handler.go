@@ -129,7 +129,13 @@ type Handler struct {
 	// credentials are verified: "catalog" (default) or "nothing".
 	BeforeCredentials string `json:"before_credentials,omitempty"`
 
+	// License counts views per user and medium, with 402 when they are
+	// used up (protocol §21). Needs Require. Default: media play without
+	// limit.
+	License *LicenseConfig `json:"license,omitempty"`
+
 	credentials *credentialSetup
+	licenses    *licenses
 	endpoints   string                // Prefix + "/v1/"
 	cfg         protocol.ServerConfig // what server was made from
 	server      *protocol.Server
@@ -170,6 +176,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.credentials, err = h.setupCredentials(); err != nil {
+		return err
+	}
+	if h.licenses, err = h.setupLicenses(ctx); err != nil {
 		return err
 	}
 	cfg := protocol.ServerConfig{
@@ -315,13 +324,15 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases this config's hold on the session store.
+// Cleanup releases this config's hold on the session store and the
+// license ledger.
 func (h *Handler) Cleanup() error {
+	err := h.licenses.cleanup()
 	if h.poolKey == "" {
-		return nil
+		return err
 	}
-	_, err := sessionPool.Delete(h.poolKey)
-	return err
+	_, serr := sessionPool.Delete(h.poolKey)
+	return errors.Join(err, serr)
 }
 
 // ServeHTTP routes protocol requests and refuses everything else.
@@ -348,6 +359,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveSessionRequest(w, r, next, protocol.MsgClose)
 	case "client-auth":
 		return h.serveSessionRequest(w, r, next, protocol.MsgClientAuth)
+	case "renew":
+		return h.serveSessionRequest(w, r, next, protocol.MsgRenew)
 	}
 	return h.failWith(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
 }

@@ -34,6 +34,10 @@ var (
 		Namespace: "caddy", Subsystem: "drm", Name: "client_auth_total",
 		Help: "Client credentials presented, by result (verified or the refusal's code).",
 	}, []string{"result"})
+	metricViews = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "drm", Name: "license_events_total",
+		Help: "License events: views charged, payment_required, too_many_plays, renewed, renewal_denied.",
+	}, []string{"event"})
 	metricSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "drm", Name: "sessions",
 		Help: "Sessions held by endpoint: those in use since their first request (a handshake alone adds none).",
@@ -45,7 +49,7 @@ func registerMetrics(ctx caddy.Context) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{metricHandshakes, metricRekeys, metricChunks, metricChunkBytes, metricErrors, metricSessions, metricClientAuth} {
+	for _, c := range []prometheus.Collector{metricHandshakes, metricRekeys, metricChunks, metricChunkBytes, metricErrors, metricSessions, metricClientAuth, metricViews} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
