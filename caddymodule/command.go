@@ -8,8 +8,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "drm",
-		Usage: "pki init|issue|revoke|crl ...",
-		Short: "Tools of the drm module (development PKI)",
+		Usage: "pki init|issue|revoke|crl ... | licenses [--store FILE]",
+		Short: "Tools of the drm module (development PKI, licenses)",
 		Long: `
 'caddy drm pki init DIR' makes a development PKI for the drm handler:
 
@@ -26,9 +26,11 @@ same files in Caddy's data directory (drm/pki).
 
 'caddy drm pki issue device|user|publisher' issues client and publisher
 certificates; 'caddy drm pki revoke CERT' revokes one (delta CRL);
-'caddy drm pki crl' re-signs the full CRLs. See 'caddy drm pki --help'.`,
+'caddy drm pki crl' re-signs the full CRLs. See 'caddy drm pki --help'.
+
+'caddy drm licenses' lists the licenses in a bbolt license store.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(pkiCommand())
+			cmd.AddCommand(pkiCommand(), licensesCommand())
 		},
 	})
 }
