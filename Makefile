@@ -9,7 +9,7 @@ BIN       := bin
 # golang.org/x/image are no dependencies of the caddy-drm module.
 TOOLS     := internal/tools
 FUZZTIME  ?= 3s
-FUZZ_PKGS := ./protocol ./caddymodule ./keystore
+FUZZ_PKGS := ./protocol ./caddymodule ./keystore ./licensing
 
 # What the binaries are built from: a binary is rebuilt when one of these
 # is newer than it.

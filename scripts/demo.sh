@@ -82,7 +82,8 @@ pids+=($!)
 wait_ready Caddy "$!" "http://127.0.0.1:$port/" demo/caddy.log
 bin/clientproxy --server "http://127.0.0.1:$port/drm" --root-ca demo/pki/root.crt --listen "$listen" \
 	--device-cert demo/pki/device-demo-laptop.crt --device-key demo/pki/device-demo-laptop.key \
-	--user-cert demo/pki/user-BI12345678.crt --user-key demo/pki/user-BI12345678.key >demo/clientproxy.log 2>&1 &
+	--user-cert demo/pki/user-BI12345678.crt --user-key demo/pki/user-BI12345678.key \
+	--renew "${DEMO_RENEW:-auto}" >demo/clientproxy.log 2>&1 &
 pids+=($!)
 wait_ready clientproxy "$!" "http://$listen/healthz" demo/clientproxy.log
 
@@ -105,6 +106,11 @@ caddy-drm demo is running:
 Play it:
   mpv http://$listen/playlist.m3u
   mpv --start=10 http://$listen/media/chirp.opus
+
+Licenses: five plays per track, then 402; clientproxy renews them
+(DEMO_RENEW=ask asks y/n on this terminal, DEMO_RENEW=never passes the 402
+to the player). After Ctrl-C:
+  bin/caddy drm licenses --store demo/data/caddy/drm/licenses.db
 
 Logs: demo/caddy.log, demo/clientproxy.log. Ctrl-C stops the demo.
 MSG
