@@ -322,7 +322,7 @@ func (h *Handler) serveRenew(w http.ResponseWriter, r *http.Request, next caddyh
 	if h.licenses == nil {
 		return h.fail(w, fmt.Errorf("%w: this site does not count views", protocol.ErrWrongMessage))
 	}
-	id := req.RenewedMedia()
+	id := req.MediaID()
 	item, err := h.catalog.lookup(r, next, id)
 	if err != nil {
 		return h.fail(w, err)

@@ -72,7 +72,7 @@ type Request struct {
 	envelope []byte
 	keys     *epochKeys
 	session  *ClientSession
-	chunk    ChunkRequest // MsgChunk; MsgRenew: its MediaID
+	chunk    ChunkRequest // MsgChunk; MsgRenew, MsgManifest: its MediaID
 }
 
 // Envelope is the request body to send.

@@ -66,6 +66,9 @@ const (
 	userSignatureContext   = labelPrefix + "user signature\x00"
 	// deviceRekeyContext precedes what the device key signs in a rekey.
 	deviceRekeyContext = labelPrefix + "device rekey\x00"
+	// manifestSignatureContext precedes the SHA-256 of a manifest in what
+	// its publisher signs (§22).
+	manifestSignatureContext = labelPrefix + "manifest signature\x00"
 
 	// replayWindowSize is how far behind the highest sequence number a
 	// request may arrive and still be accepted once (§14).
@@ -97,6 +100,8 @@ const (
 	MsgClientAuth MessageType = 5
 	// MsgRenew asks to renew the license of a medium (§21).
 	MsgRenew MessageType = 6
+	// MsgManifest asks for the signed manifest of a medium (§22).
+	MsgManifest MessageType = 7
 )
 
 // Reply header flags (§13).
@@ -145,6 +150,8 @@ func (t MessageType) String() string {
 		return "client-auth"
 	case MsgRenew:
 		return "renew"
+	case MsgManifest:
+		return "manifest"
 	}
 	return "unknown"
 }

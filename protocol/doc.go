@@ -16,11 +16,14 @@
 //     epoch ends.
 //   - [MediaInfo], [ValidMediaID], [ChunkCount], [ChunkSpan]: catalog items
 //     and how media split into chunks.
-//   - [MessageType] (MsgCatalog, MsgChunk, MsgRekey, MsgClose): what a
+//   - [MessageType] (MsgCatalog, MsgChunk, MsgRekey, MsgClose, …): what a
 //     request is; its String names its endpoint.
 //   - The Err* sentinels, [ErrorCode] and [ErrorFromCode]: refusals as the
 //     Drm-Error header carries them.
 //   - [CheckKey]: the one rule on which keys caddy-drm accepts.
+//   - [Manifest], [BuildManifest], [SignManifest], [OpenManifest]: a
+//     publisher's signed manifest of a medium, and the block hashes every
+//     byte is checked against (§22).
 //   - Size bounds for the transport: [MaxHandshakeSize], [MaxRequestSize],
 //     [MaxReplySize], [MinChunkSize], [MaxChunkSize], [ReplyHeaderSize].
 //

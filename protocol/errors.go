@@ -51,6 +51,11 @@ var (
 	ErrPaymentRequired = errors.New("payment required")
 	ErrRenewalDenied   = errors.New("renewal denied")
 	ErrTooManyPlays    = errors.New("too many plays at once")
+
+	// ErrNoManifest: the medium has no (valid) manifest at the origin
+	// (§22): the answer to a manifest request for it and, where the site
+	// requires manifests, to its chunk requests.
+	ErrNoManifest = errors.New("the medium has no manifest")
 )
 
 type wireError struct {
@@ -88,6 +93,7 @@ var errorCodes = []wireError{
 	{ErrPaymentRequired, "payment-required", 402},
 	{ErrRenewalDenied, "renewal-denied", 402},
 	{ErrTooManyPlays, "too-many-plays", 409},
+	{ErrNoManifest, "no-manifest", 404},
 }
 
 // privateDetails are the conditions whose details (origin paths,

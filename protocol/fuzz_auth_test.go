@@ -1,6 +1,9 @@
 package protocol
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/json"
 	"testing"
 )
@@ -88,4 +91,80 @@ func sameCredentials(a, b clientAuthMsg) bool {
 		}
 	}
 	return true
+}
+
+// fuzzManifest is a signed manifest file of a fixed Ed25519 publisher
+// (its certificate self-signed, and the policy pins it).
+func fuzzManifest(tb testing.TB) (signed []byte, policy func([][]byte) (*x509.Certificate, error)) {
+	key := ed25519.NewKeyFromSeed(seqBytes(0x61, ed25519.SeedSize))
+	cert := fixedPublisherCert(tb, "fuzz publisher", key)
+	m, err := BuildManifest(bytes.NewReader(medium(10000)), MediaInfo{ID: "a/b.flac", Size: 10000, ContentType: "audio/flac", Duration: 1.5}, 4096)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if signed, err = SignManifest(m, key, [][]byte{cert}); err != nil {
+		tb.Fatal(err)
+	}
+	return signed, func(chain [][]byte) (*x509.Certificate, error) {
+		return x509.ParseCertificate(chain[0])
+	}
+}
+
+// FuzzOpenManifest: a signed manifest file opens only as the genuine one
+// (the file is canonical and Ed25519 signatures are unique, so any other
+// accepted input would be a forgery); everything else is an ErrManifest,
+// never a panic.
+func FuzzOpenManifest(f *testing.F) {
+	genuine, policy := fuzzManifest(f)
+	f.Add(genuine)
+	f.Add(bytes.Replace(genuine, []byte(`"ed25519"`), []byte(`"rsa_pkcs1_sha256"`), 1))
+	f.Add([]byte(`{"manifest":"e30=","scheme":"ed25519","signature":"c2ln","chain":["MA=="]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if msg, _, err := parseSignedManifest(b); err == nil {
+			if again, _ := json.Marshal(msg); !bytes.Equal(again, b) {
+				t.Fatalf("%q parsed, re-encodes to %q", b, again)
+			}
+		} else {
+			checkErr(t, "parseSignedManifest", err, ErrManifest)
+		}
+		m, err := OpenManifest(b, policy)
+		if err != nil {
+			checkErr(t, "OpenManifest", err, ErrManifest)
+			return
+		}
+		if !bytes.Equal(b, genuine) || m.Publisher == nil {
+			t.Fatalf("%q opened as a manifest of %q", b, m.ID)
+		}
+	})
+}
+
+// FuzzParseManifest: a manifest parses only from its canonical encoding,
+// and what parses keeps §22's rules: as many hashes as blocks, blocks
+// that tile the medium.
+func FuzzParseManifest(f *testing.F) {
+	for _, n := range []int{0, 1, 4096, 10000} {
+		m, err := BuildManifest(bytes.NewReader(medium(n)), MediaInfo{ID: "ü/x", Size: int64(n), ContentType: `a/"b"`, Duration: float64(n) / 3}, 4096)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(m.marshal())
+	}
+	f.Add([]byte(`{"v":1,"id":"a","size":0,"content_type":"","block_size":4096,"hashes":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseManifest(b)
+		if err != nil {
+			checkErr(t, "parseManifest", err, ErrManifest)
+			return
+		}
+		if !bytes.Equal(m.marshal(), b) || m.checkFields(true) != nil {
+			t.Fatalf("%q parsed to %+v", b, m)
+		}
+		if first, last := m.Blocks(0, m.Size); first != 0 || last != int64(len(m.hashes))-1 {
+			t.Fatalf("blocks %d … %d of %d", first, last, len(m.hashes))
+		}
+		if _, last, ok := m.BlockSpan(int64(len(m.hashes)) - 1); !ok || last != m.Size {
+			t.Fatalf("the last block ends at %d of %d", last, m.Size)
+		}
+	})
 }

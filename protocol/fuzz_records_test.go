@@ -222,9 +222,9 @@ func FuzzParseRenewRequest(f *testing.F) {
 	f.Add([]byte("a/../b"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := parseRenewRequest(b)
+		r, err := parseMediaRequest(b)
 		if err != nil {
-			checkErr(t, "parseRenewRequest", err, errMediaID)
+			checkErr(t, "parseMediaRequest", err, errMediaID)
 			return
 		}
 		if r.MediaID != string(b) || ValidMediaID(r.MediaID) != nil {

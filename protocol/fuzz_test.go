@@ -16,11 +16,12 @@ package protocol
 //		go test -run=XXX -fuzz="^$t\$" -fuzztime=10s ./protocol || break
 //	done
 //
-// The targets live in fuzz_handshake_test.go and fuzz_records_test.go.
-// TestFuzzTargets keeps the names distinct (no name is a substring of
-// another, so an unanchored -fuzz=Name selects one target) and checks that
-// every parse function of the package, and every entry point that takes
-// bytes from the network, is fuzzed.
+// The targets live in fuzz_handshake_test.go, fuzz_records_test.go and
+// fuzz_auth_test.go (client auth, manifests). TestFuzzTargets keeps the
+// names distinct (no name is a substring of another, so an unanchored
+// -fuzz=Name selects one target) and checks that every parse function of
+// the package, and every entry point that takes bytes from the network,
+// is fuzzed.
 
 import (
 	"bytes"
@@ -53,6 +54,8 @@ var fuzzTargets = []string{
 	"FuzzParseSuite",
 	"FuzzErrorFromCode",
 	"FuzzClientAuth",
+	"FuzzOpenManifest",
+	"FuzzParseManifest",
 }
 
 // fuzzSuites covers every group and every kind of cipher.
@@ -173,7 +176,7 @@ func TestFuzzTargets(t *testing.T) {
 			}
 		}
 	}
-	entry := []string{"Accept", "Finish", "PeekRequest", "OpenRequest", "OpenReply", "OpenChunk", "Rekey", "ValidMediaID", "ErrorFromCode"}
+	entry := []string{"Accept", "Finish", "PeekRequest", "OpenRequest", "OpenReply", "OpenChunk", "Rekey", "ValidMediaID", "ErrorFromCode", "OpenManifest"}
 	entries, err := os.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)

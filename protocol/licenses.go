@@ -80,21 +80,15 @@ func (r *Request) OpenRenewal(reply []byte) (Renewal, error) {
 	return rn, nil
 }
 
-// RenewedMedia is the medium a MsgRenew request asks to renew ("" for
-// other types).
-func (a *Accepted) RenewedMedia() string {
-	if a.header.Type != MsgRenew {
-		return ""
-	}
-	return a.chunk.MediaID
-}
-
 // SealRenewal answers an accepted renew request whose renewal was granted.
 // The reply's associated data names the medium, so it cannot answer the
 // renewal of another.
 func (s *ServerSession) SealRenewal(a *Accepted, rn Renewal) ([]byte, error) {
-	if rn.Media != a.RenewedMedia() {
-		return nil, fmt.Errorf("protocol: renewal of %q answers a request for %q", rn.Media, a.RenewedMedia())
+	if a.header.Type != MsgRenew {
+		return nil, fmt.Errorf("%w: a %s request answered as renew", ErrWrongMessage, a.header.Type)
+	}
+	if rn.Media != a.MediaID() {
+		return nil, fmt.Errorf("protocol: renewal of %q answers a request for %q", rn.Media, a.MediaID())
 	}
 	payload, err := json.Marshal(rn)
 	if err != nil {
@@ -108,8 +102,9 @@ func (s *ServerSession) SealRenewal(a *Accepted, rn Renewal) ([]byte, error) {
 	return s.seal(nil, a.keys, &rh, rn.Media, payload), nil
 }
 
-// parseRenewRequest decodes a MsgRenew payload: the media id.
-func parseRenewRequest(b []byte) (ChunkRequest, error) {
+// parseMediaRequest decodes the payload of a MsgRenew or MsgManifest
+// request: the media id.
+func parseMediaRequest(b []byte) (ChunkRequest, error) {
 	id := string(b)
 	if err := ValidMediaID(id); err != nil {
 		return ChunkRequest{}, err

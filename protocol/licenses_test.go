@@ -28,8 +28,8 @@ func TestChunkRequestCarriesThePlay(t *testing.T) {
 		if got := a.Chunk(); got.Play != c.want || got.MediaID != "a/b.flac" {
 			t.Fatalf("server saw %+v, want play %s", got, c.want)
 		}
-		if a.RenewedMedia() != "" {
-			t.Fatal("a chunk request names a renewal")
+		if a.MediaID() != "a/b.flac" {
+			t.Fatalf("a chunk request names %q", a.MediaID())
 		}
 	}
 }
@@ -43,8 +43,8 @@ func TestRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.RenewedMedia() != "a/b.flac" || a.Chunk() != (ChunkRequest{}) {
-		t.Fatalf("renew request opened as %q / %+v", a.RenewedMedia(), a.Chunk())
+	if a.MediaID() != "a/b.flac" || a.Chunk() != (ChunkRequest{}) {
+		t.Fatalf("renew request opened as %q / %+v", a.MediaID(), a.Chunk())
 	}
 	if _, err := p.server.SealRenewal(a, Renewal{Media: "other.flac", ViewsLeft: 5}); err == nil {
 		t.Fatal("sealed a renewal of another medium")

@@ -87,7 +87,7 @@ var errClosed = fmt.Errorf("%w: the session has ended", ErrUnknownSession)
 type Accepted struct {
 	header     requestHeader
 	payload    []byte
-	chunk      ChunkRequest    // MsgChunk; MsgRenew: its MediaID
+	chunk      ChunkRequest    // MsgChunk; MsgRenew, MsgManifest: its MediaID
 	rekey      rekeyRequestMsg // MsgRekey
 	clientAuth *clientAuthMsg  // MsgClientAuth
 	keys       *epochKeys
@@ -106,6 +106,16 @@ func (a *Accepted) Chunk() ChunkRequest {
 		return ChunkRequest{}
 	}
 	return a.chunk
+}
+
+// MediaID is the medium a chunk, renew or manifest request names ("" for
+// other types).
+func (a *Accepted) MediaID() string {
+	switch a.header.Type {
+	case MsgChunk, MsgRenew, MsgManifest:
+		return a.chunk.MediaID
+	}
+	return ""
 }
 
 // errAnswered is a server bug: a second reply to one request would reuse
@@ -140,7 +150,7 @@ func (s *ServerSession) OpenRequest(envelope []byte) (*Accepted, error) {
 		return nil, fmt.Errorf("%w: the server certificate of the session expired at %v", ErrUnknownSession, s.notAfter)
 	}
 	switch h.Type {
-	case MsgCatalog, MsgChunk, MsgRekey, MsgClose, MsgClientAuth, MsgRenew:
+	case MsgCatalog, MsgChunk, MsgRekey, MsgClose, MsgClientAuth, MsgRenew, MsgManifest:
 	default:
 		return nil, fmt.Errorf("%w: message type %d is not served by this revision", ErrWrongMessage, h.Type)
 	}
@@ -194,8 +204,8 @@ func (a *Accepted) parsePayload() (err error) {
 		a.chunk, err = parseChunkRequest(a.payload)
 	case MsgRekey:
 		a.rekey, err = parseRekeyRequest(a.payload)
-	case MsgRenew:
-		a.chunk, err = parseRenewRequest(a.payload)
+	case MsgRenew, MsgManifest:
+		a.chunk, err = parseMediaRequest(a.payload)
 	case MsgClientAuth:
 		a.clientAuth, err = parseClientAuth(a.payload)
 	case MsgCatalog, MsgClose:

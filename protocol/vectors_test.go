@@ -85,6 +85,8 @@ type vectorFile struct {
 	// SignatureChecks are signatures of the randomised schemes (ECDSA,
 	// RSA-PSS) over a transcript hash: an implementation verifies them.
 	SignatureChecks []signatureCheckVector `json:"signature_checks"`
+	// Manifests are publisher-signed manifests (§22).
+	Manifests []manifestVector `json:"manifests"`
 }
 
 type contextVectors struct {
@@ -96,6 +98,7 @@ type contextVectors struct {
 	DeviceSignature   hexBytes `json:"device_signature"`
 	UserSignature     hexBytes `json:"user_signature"`
 	DeviceRekey       hexBytes `json:"device_rekey"`
+	ManifestSignature hexBytes `json:"manifest_signature"`
 	TrafficLabels     []string `json:"traffic_labels"`
 	EpochLabel        string   `json:"epoch_label"`
 	ChainLabel        string   `json:"chain_label"`
@@ -421,6 +424,7 @@ func generateVectors(t *testing.T, signatureChecks []signatureCheckVector) vecto
 			DeviceSignature:   []byte(deviceSignatureContext),
 			UserSignature:     []byte(userSignatureContext),
 			DeviceRekey:       []byte(deviceRekeyContext),
+			ManifestSignature: []byte(manifestSignatureContext),
 			TrafficLabels:     []string{labelC2SKey, labelC2SMacKey, labelC2SIV, labelS2CKey, labelS2CMacKey, labelS2CIV},
 			EpochLabel:        labelEpoch,
 			ChainLabel:        labelChain,
@@ -437,5 +441,6 @@ func generateVectors(t *testing.T, signatureChecks []signatureCheckVector) vecto
 	v.Session, v.Transcripts, v.Signatures = sessionVectors(t)
 	v.SignatureChecks = signatureCheckVectors(t, signatureChecks)
 	v.ClientAuth = clientAuthVectors(t)
+	v.Manifests = manifestVectors(t)
 	return v
 }

@@ -23,10 +23,10 @@ from drmref_records import open_sealed, seal
 # ---------------------------------------------------------------------------
 # §12 Requests
 
-MESSAGE_TYPES = {"catalog": 1, "chunk": 2, "rekey": 3, "close": 4, "client-auth": 5, "renew": 6}
-# §4 wrong-message: "a type above 6" is not served; §12's table ends at 6
-# (renew, §21). (§12's server step 2 still says "1 to 5".)
-SERVED_TYPES = range(1, 6 + 1)
+MESSAGE_TYPES = {"catalog": 1, "chunk": 2, "rekey": 3, "close": 4, "client-auth": 5, "renew": 6, "manifest": 7}
+# §4 wrong-message: "a type above 7" is not served; §12's table ends at 7
+# (manifest, §22), and its server step 2 serves "1 to 7".
+SERVED_TYPES = range(1, 7 + 1)
 REQUEST_HEADER = struct.Struct(">BB16sIQ")
 # Not in the spec yet: the top bit of the type byte says that the session's
 # ticket (§16) follows the 30 bytes, as uint16 length ‖ ticket.
@@ -161,12 +161,13 @@ def parse_renew_request(payload):
 
 
 def reply_media_id(type_, payload):
-    """§13: the media id of a reply's AD: the requested one for chunks and
-    renewals (taken from the request's payload), empty for every other
-    reply."""
+    """§13: the media id of a reply's AD: the requested one for chunks,
+    renewals and manifests (taken from the request's payload), empty for
+    every other reply. (§12: a manifest request's payload is the media id,
+    as a renew request's.)"""
     if type_ == MESSAGE_TYPES["chunk"]:
         return parse_chunk_request(payload)[2]
-    if type_ == MESSAGE_TYPES["renew"]:
+    if type_ in (MESSAGE_TYPES["renew"], MESSAGE_TYPES["manifest"]):
         return parse_renew_request(payload)
     return ""
 

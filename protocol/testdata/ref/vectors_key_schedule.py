@@ -7,6 +7,7 @@ import drmref_credentials
 import drmref_encoding
 import drmref_exchanges
 import drmref_key_schedule
+import drmref_manifests
 import drmref_records
 import drmref_signatures
 import drmref_suites
@@ -14,7 +15,7 @@ from vectors_common import check_keys, h, hash_named
 
 
 def check_contexts(c, chk):
-    """§3, §8, §9, §10, §12-§14, §17: context strings, labels, sizes."""
+    """§3, §8, §9, §10, §12-§14, §17, §22: context strings, labels, sizes."""
     chk.at("contexts")
     chk.equal_hex("label_prefix", c["label_prefix"], drmref_key_schedule.LABEL_PREFIX)
     chk.equal_hex("transcript", c["transcript"], drmref_key_schedule.HANDSHAKE_TRANSCRIPT_CONTEXT)
@@ -24,6 +25,7 @@ def check_contexts(c, chk):
     chk.equal_hex("device_signature", c["device_signature"], drmref_credentials.DEVICE_SIGNATURE_CONTEXT)
     chk.equal_hex("user_signature", c["user_signature"], drmref_credentials.USER_SIGNATURE_CONTEXT)
     chk.equal_hex("device_rekey", c["device_rekey"], drmref_credentials.DEVICE_REKEY_CONTEXT)
+    chk.equal_hex("manifest_signature (§22)", c["manifest_signature"], drmref_manifests.MANIFEST_SIGNATURE_CONTEXT)
     chk.equal("traffic_labels", c["traffic_labels"], list(drmref_key_schedule.TRAFFIC_LABELS))
     chk.equal("epoch_label", c["epoch_label"], drmref_key_schedule.EPOCH_LABEL)
     chk.equal("chain_label", c["chain_label"], drmref_key_schedule.CHAIN_LABEL)

@@ -11,6 +11,7 @@ from vectors_key_schedule import (
     check_traffic,
     check_transcripts,
 )
+from vectors_manifests import check_manifests
 from vectors_layouts import (
     check_chunk_requests,
     check_reply_ad,
@@ -36,6 +37,7 @@ SECTIONS = {
     "chunk_requests": (check_chunk_requests, "vectors"),
     "session": (check_session, "steps"),
     "client_auth": (check_client_auth, "vector"),
+    "manifests": (check_manifests, "vectors"),
 }
 NOT_VECTORS = {"comment"}
 

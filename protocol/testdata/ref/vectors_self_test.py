@@ -2,7 +2,8 @@
 file (each must make its section's check fail; only ML-KEM-768's bytes are
 excused), lax §9 signature verifiers in place of drmref's, and §16 tickets
 tampered with, under wrong ADs or with lax ADs in drmref; §21's renew
-exchange and play ids changed and sealed again (vectors_licenses.py).
+exchange and play ids changed and sealed again (vectors_licenses.py);
+§22's lax manifest references (vectors_manifests.py).
 DRMREF_VERBOSE=1 prints why each lax verifier or AD was caught."""
 
 import copy
@@ -20,6 +21,7 @@ import drmref_tickets
 from vectors_client_auth import self_test_client_auth
 from vectors_common import flip_bit, h, Mismatch
 from vectors_licenses import self_test_licenses
+from vectors_manifests import self_test_manifests
 from vectors_sections import SECTIONS, check_section
 from vectors_signatures import library_pss_verifies, pss_auto
 from vectors_tickets import request_opens, ticket_opens, ticket_unseals, wrong_ticket_ads
@@ -122,7 +124,7 @@ def lax_verifiers(strict):
         return found is not None
 
     return {
-        "accepts anything": (accepts_anything, ("signatures", "signature_checks", "session", "client_auth")),
+        "accepts anything": (accepts_anything, ("signatures", "signature_checks", "session", "client_auth", "manifests")),
         "PSS salt length read from the signature (library AUTO)": (
             reads_pss_salt_length_from_signature, ("signature_checks",)),
         "PSS salt length not checked (RFC 8017 decoding)": (any_salt_length, ("signature_checks",)),
@@ -233,11 +235,13 @@ def self_test(vectors):
     undetected += self_test_tickets(vectors)
     undetected += self_test_client_auth(vectors, check_section)
     undetected += self_test_licenses(vectors, check_section, VERBOSE)
+    undetected += self_test_manifests(vectors, check_section, VERBOSE)
     if undetected:
         print("self-test FAILED: these corruptions went unnoticed:", file=sys.stderr)
         for item in undetected:
             print(f"  {item}", file=sys.stderr)
         return False
     print("self-test: every corruption, lax verifier, tampered ticket, wrong ticket AD, altered credential,"
-          " lax credential reference, re-sealed renewal and play id change and lax reply AD was detected")
+          " lax credential reference, re-sealed renewal and play id change, lax reply AD and lax manifest reference"
+          " was detected")
     return True
