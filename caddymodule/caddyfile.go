@@ -97,6 +97,8 @@ func siteAddress(h httpcaddyfile.Helper) (string, bool) {
 //		crl                  <crl...>
 //		crl_optional         <ca.pem...>
 //		before_credentials   catalog|nothing
+//		content_ca           <ca.pem...>
+//		require_manifest
 //		license {
 //			views        <count>
 //			expire_after <duration>
@@ -197,11 +199,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.SessionIdleTimeout = caddy.Duration(dur)
 			}
-		case "allow_unprotected_routes":
+		case "allow_unprotected_routes", "require_manifest":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			h.AllowUnprotectedRoutes = true
+			if key == "require_manifest" {
+				h.RequireManifest = true
+			} else {
+				h.AllowUnprotectedRoutes = true
+			}
 		case "require":
 			h.Require = d.RemainingArgs()
 			if len(h.Require) == 0 {
@@ -210,7 +216,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseRequire(h.Require); err != nil {
 				return d.Err(err.Error())
 			}
-		case "device_ca", "user_ca", "crl", "crl_optional":
+		case "device_ca", "user_ca", "crl", "crl_optional", "content_ca":
 			files := d.RemainingArgs()
 			if len(files) == 0 {
 				return d.ArgErr()
@@ -222,6 +228,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.UserCA = append(h.UserCA, files...)
 			case "crl":
 				h.CRL = append(h.CRL, files...)
+			case "content_ca":
+				h.ContentCA = append(h.ContentCA, files...)
 			default:
 				h.CRLOptional = append(h.CRLOptional, files...)
 			}

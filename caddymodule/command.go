@@ -8,7 +8,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "drm",
-		Usage: "pki init|issue|revoke|crl ... | licenses [--store FILE]",
+		Usage: "pki init|issue|revoke|crl ... | manifest SRC | licenses [--store FILE]",
 		Short: "Tools of the drm module (development PKI, licenses)",
 		Long: `
 'caddy drm pki init DIR' makes a development PKI for the drm handler:
@@ -28,9 +28,11 @@ same files in Caddy's data directory (drm/pki).
 certificates; 'caddy drm pki revoke CERT' revokes one (delta CRL);
 'caddy drm pki crl' re-signs the full CRLs. See 'caddy drm pki --help'.
 
+'caddy drm manifest SRC' signs a manifest beside every medium of SRC.
+
 'caddy drm licenses' lists the licenses in a bbolt license store.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(pkiCommand(), licensesCommand())
+			cmd.AddCommand(pkiCommand(), manifestCommand(), licensesCommand())
 		},
 	})
 }

@@ -115,6 +115,8 @@ func (h *Handler) serveSessionRequest(w http.ResponseWriter, r *http.Request, ne
 		return h.writeBinary(w, reply)
 	case protocol.MsgRenew:
 		return h.serveRenew(w, r, next, sess, req)
+	case protocol.MsgManifest:
+		return h.serveManifest(w, r, next, sess, req)
 	case protocol.MsgClose:
 		h.sessions.Delete(id)
 		if ce := h.logger.Check(zap.DebugLevel, "session closed"); ce != nil {
@@ -176,6 +178,9 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	start, end, ok := protocol.ChunkSpan(req.Index, uint64(item.Size), sess.ChunkSize())
 	if !ok {
 		return h.fail(w, fmt.Errorf("%w: chunk %d of %s", protocol.ErrOutOfRange, req.Index, req.MediaID))
+	}
+	if err := h.checkManifest(r, next, item); err != nil {
+		return h.fail(w, err)
 	}
 	// The view is paid (and committed) before the origin is read.
 	if h.licenses != nil {

@@ -134,7 +134,19 @@ type Handler struct {
 	// limit.
 	License *LicenseConfig `json:"license,omitempty"`
 
+	// ContentCA are PEM files of the content CAs whose publishers sign
+	// manifests (protocol §22). With them the server checks each medium's
+	// manifest ({medium}.manifest at the origin) before handing it out; a
+	// manifest that does not verify is logged and withheld.
+	ContentCA []string `json:"content_ca,omitempty"`
+
+	// RequireManifest refuses every medium without a valid manifest
+	// (404 no-manifest). Needs ContentCA. Default off, until a site has
+	// manifests for its media (caddy drm manifest).
+	RequireManifest bool `json:"require_manifest,omitempty"`
+
 	credentials *credentialSetup
+	manifests   *manifestSetup
 	licenses    *licenses
 	endpoints   string                // Prefix + "/v1/"
 	cfg         protocol.ServerConfig // what server was made from
@@ -176,6 +188,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.credentials, err = h.setupCredentials(); err != nil {
+		return err
+	}
+	if h.manifests, err = h.setupManifests(); err != nil {
 		return err
 	}
 	if h.licenses, err = h.setupLicenses(ctx); err != nil {
@@ -361,6 +376,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveSessionRequest(w, r, next, protocol.MsgClientAuth)
 	case "renew":
 		return h.serveSessionRequest(w, r, next, protocol.MsgRenew)
+	case "manifest":
+		return h.serveSessionRequest(w, r, next, protocol.MsgManifest)
 	}
 	return h.failWith(w, http.StatusNotFound, fmt.Errorf("%w: no endpoint %q", protocol.ErrMalformed, endpoint))
 }

@@ -53,7 +53,11 @@ type ClientOptions struct {
 	// starts a new play, which the server counts as a view;
 	// protocol.DefaultPlayTimeout when zero. Keep it at most the server's.
 	PlayTimeout time.Duration
-	Logger      *slog.Logger
+	// VerifyManifest, when set, requires a publisher-signed manifest for
+	// every medium and checks every byte against it (protocol §22); it is
+	// the chain policy of publishers (keystore.ContentVerifier).
+	VerifyManifest func(chain [][]byte) (*x509.Certificate, error)
+	Logger         *slog.Logger
 }
 
 // Client speaks the caddy-drm protocol to one server and implements
@@ -75,6 +79,8 @@ type Client struct {
 	sess  *protocol.ClientSession
 	sizes map[string]int64 // media sizes from the catalog
 	plays *plays
+
+	manifests *manifests // nil: media are not checked against manifests
 
 	// One handshake and one rekey at a time. They are semaphores, not
 	// mutexes, so that a caller waiting for another's handshake or rekey
@@ -135,6 +141,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		rekeying: make(chan struct{}, 1),
 	}
 	c.plays = newPlays(opts.PlayTimeout, func() time.Time { return c.now() })
+	if opts.VerifyManifest != nil {
+		c.manifests = newManifests(opts.VerifyManifest)
+	}
 	return c, nil
 }
 
@@ -177,18 +186,28 @@ func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte,
 		return nil, fmt.Errorf("negative chunk index %d", index)
 	}
 	asked := c.now()
-	data, err := c.readChunk(ctx, id, index)
+	data, err := c.fetch(ctx, id, index)
 	if err == nil {
 		return data, nil
 	}
 	if retry, err := c.renewAfter(ctx, id, asked, err); !retry {
 		return nil, err
 	}
-	return c.readChunk(ctx, id, index)
+	return c.fetch(ctx, id, index)
 }
 
-func (c *Client) readChunk(ctx context.Context, id string, index int64) ([]byte, error) {
+// fetch reads chunk index of id as part of the medium's current play,
+// checked against its manifest when manifests are required.
+func (c *Client) fetch(ctx context.Context, id string, index int64) ([]byte, error) {
 	play := c.plays.forRead(id)
+	if c.manifests != nil {
+		return c.readVerified(ctx, play, id, index)
+	}
+	return c.readChunk(ctx, play, id, index)
+}
+
+// readChunk fetches and authenticates chunk index of id as part of play.
+func (c *Client) readChunk(ctx context.Context, play protocol.PlayID, id string, index int64) ([]byte, error) {
 	var data []byte
 	var soon bool
 	var used *protocol.Request

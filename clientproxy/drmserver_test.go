@@ -365,7 +365,7 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 		reply, err = sess.Authenticate(a)
 	case protocol.MsgRenew:
 		var rn protocol.Renewal
-		if rn, err = s.renew(a.RenewedMedia()); err == nil {
+		if rn, err = s.renew(a.MediaID()); err == nil {
 			reply, err = sess.SealRenewal(a, rn)
 		}
 	}

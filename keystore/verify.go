@@ -139,8 +139,9 @@ func leafPolicy(leaf *x509.Certificate, usage x509.ExtKeyUsage) error {
 }
 
 var usageNames = map[x509.ExtKeyUsage]string{
-	x509.ExtKeyUsageServerAuth: "serverAuth",
-	x509.ExtKeyUsageClientAuth: "clientAuth",
+	x509.ExtKeyUsageServerAuth:  "serverAuth",
+	x509.ExtKeyUsageClientAuth:  "clientAuth",
+	x509.ExtKeyUsageCodeSigning: "codeSigning",
 }
 
 // pathKeys checks every key of a path, leaf to root, and refuses the

@@ -33,7 +33,7 @@ import (
 type config struct {
 	server, rootCA, serverName, endpoint, listen, suites, tlsRootCA, logLevel, allowHosts, renew string
 	deviceCert, deviceKey, userCert, userKey, userChain                                          string
-	pkcs11Module, pkcs11Token, pkcs11KeyLabel, pinFile                                           string
+	pkcs11Module, pkcs11Token, pkcs11KeyLabel, pinFile, contentCA                                string
 	pkcs11Slot                                                                                   int
 	prefetch, cacheChunks                                                                        int
 	retryBudget, playTimeout                                                                     time.Duration
@@ -74,6 +74,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.pkcs11Slot, "pkcs11-slot", env.int("pkcs11-slot", -1), "slot of the token, instead of --pkcs11-token (env CLIENTPROXY_PKCS11_SLOT)")
 	str(&c.listen, "listen", "127.0.0.1:8765", "address to serve players on; loopback only unless --allow-remote")
 	str(&c.suites, "suites", strings.Join(protocol.SuiteNames(protocol.DefaultSuites()), ","), "cipher suites to offer, comma-separated, most preferred first")
+	str(&c.contentCA, "content-ca", "", "PEM file of the content CA whose publishers sign manifests: every medium must then come with a valid manifest, and every byte is checked against it before the player gets it")
 	str(&c.tlsRootCA, "tls-root-ca", "", "PEM file of extra roots for an https:// --server (e.g. Caddy's tls internal root)")
 	str(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	str(&c.renew, "renew", "ask", "when a license is used up and the server offers a renewal: ask (a y/n prompt on this terminal; the player waits), auto, or never (the player gets 402)")
@@ -179,6 +180,14 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--renew: %w", err)
 	}
+	var verifyManifest func([][]byte) (*x509.Certificate, error)
+	if c.contentCA != "" {
+		pool, err := keystore.LoadContentCAs(c.contentCA)
+		if err != nil {
+			return fmt.Errorf("--content-ca: %w", err)
+		}
+		verifyManifest = keystore.ContentVerifier(pool)
+	}
 	creds, closeToken, err := loadCredentials(c, logger)
 	if err != nil {
 		return err
@@ -187,7 +196,7 @@ func run(args []string) error {
 	client, err := clientproxy.NewClient(clientproxy.ClientOptions{Credentials: creds,
 		ServerURL: c.server, Roots: roots, ServerName: c.serverName, Endpoint: c.endpoint,
 		Suites: suites, HTTPClient: clientproxy.NewHTTPClient(tlsRoots), RetryBudget: c.retryBudget, Logger: logger,
-		Renew: renew, Ask: askOnTerminal(logger), PlayTimeout: c.playTimeout,
+		Renew: renew, Ask: askOnTerminal(logger), PlayTimeout: c.playTimeout, VerifyManifest: verifyManifest,
 	})
 	if err != nil {
 		return err
