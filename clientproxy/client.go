@@ -188,7 +188,7 @@ func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte,
 }
 
 func (c *Client) readChunk(ctx context.Context, id string, index int64) ([]byte, error) {
-	play := c.plays.forRead(id)
+	play := c.plays.forRead(id, 0)
 	var data []byte
 	var soon bool
 	var used *protocol.Request
