@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -63,6 +64,10 @@ type LicenseConfig struct {
 	PlayBound float64 `json:"play_bound,omitempty"`
 }
 
+// maxWebhookTimeout bounds how long a renewal may wait for the webhook:
+// the listener's player (and clientproxy's request) waits meanwhile.
+const maxWebhookTimeout = 30 * time.Second
+
 // licensePool holds one ledger — the open plays, in memory — per store and
 // policy, and the store's handle, across reloads: a reload must neither
 // forget which plays are open nor block on bbolt's file lock.
@@ -81,6 +86,10 @@ func (l *ledgerHandle) Destruct() error {
 
 // licenses is what Provision builds from a LicenseConfig.
 type licenses struct {
+	// realm qualifies media ids in license keys: sites sharing a store
+	// (the default one, in Caddy's data directory) have their own
+	// licenses even for media of the same name.
+	realm   string
 	terms   licensing.Terms
 	ledger  *licensing.Ledger
 	poolKey string
@@ -107,11 +116,11 @@ func (h *Handler) setupLicenses(ctx caddy.Context) (*licenses, error) {
 	if c.WebhookTimeout == 0 {
 		c.WebhookTimeout = caddy.Duration(5 * time.Second)
 	}
+	if c.WebhookTimeout > caddy.Duration(maxWebhookTimeout) {
+		return nil, fmt.Errorf("drm: license webhook timeout %v is over %v: the player waits for it", time.Duration(c.WebhookTimeout), maxWebhookTimeout)
+	}
 	if c.PlayTimeout == 0 {
 		c.PlayTimeout = caddy.Duration(protocol.DefaultPlayTimeout)
-	}
-	if c.PlayBound == 0 {
-		c.PlayBound = 2
 	}
 	var approver licensing.Approver
 	switch c.Renew {
@@ -132,7 +141,7 @@ func (h *Handler) setupLicenses(ctx caddy.Context) (*licenses, error) {
 		return nil, errors.New("drm: license concurrent must not be negative")
 	case c.PlayTimeout < caddy.Duration(time.Second):
 		return nil, fmt.Errorf("drm: license play_timeout %v is under one second", time.Duration(c.PlayTimeout))
-	case c.PlayBound < 1:
+	case c.PlayBound != 0 && c.PlayBound < 1: // 0: licensing's default
 		return nil, fmt.Errorf("drm: license play_bound %v: a play must be allowed to read its medium once", c.PlayBound)
 	}
 	var store LicenseStore = &BoltLicenseStore{}
@@ -164,6 +173,7 @@ func (h *Handler) setupLicenses(ctx caddy.Context) (*licenses, error) {
 	h.logger.Info("counting views", zap.Uint32("views", c.Views), zap.String("store", store.StoreKey()),
 		zap.String("renew", c.Renew), zap.Int("concurrent", c.Concurrent), zap.Duration("play_timeout", time.Duration(c.PlayTimeout)))
 	return &licenses{
+		realm:   strings.TrimSuffix(h.Endpoint, "/") + "/",
 		terms:   licensing.Terms{Views: c.Views, ExpireAfter: time.Duration(c.ExpireAfter)},
 		ledger:  v.(*ledgerHandle).ledger,
 		poolKey: poolKey,
@@ -225,6 +235,11 @@ func (h *Handler) subject(sess *protocol.ServerSession) (string, error) {
 	return "", fmt.Errorf("%w: this site counts views per user", protocol.ErrCredentialsRequired)
 }
 
+// key names the license of subject for media id.
+func (l *licenses) key(subject, id string) licensing.Key {
+	return licensing.Key{Subject: subject, Media: l.realm + id}
+}
+
 // termsFor are the terms of a medium: the site's, or its catalog entry's.
 func (l *licenses) termsFor(o *mediaLicense) licensing.Terms {
 	t := l.terms
@@ -247,10 +262,10 @@ func (h *Handler) charge(r *http.Request, sess *protocol.ServerSession, req prot
 	if err != nil {
 		return err
 	}
-	key := licensing.Key{Subject: subject, Media: req.MediaID}
+	key := h.licenses.key(subject, req.MediaID)
 	c, err := h.licenses.ledger.Chunk(r.Context(), key, licensing.PlayID(req.Play), h.licenses.termsFor(item.license), item.Size, n)
 	if err != nil {
-		return h.licenseRefusal(key, req.Play, err)
+		return h.licenseRefusal(key, req.MediaID, req.Play, err)
 	}
 	if c.Started {
 		metricViews.WithLabelValues("charged").Inc()
@@ -262,19 +277,19 @@ func (h *Handler) charge(r *http.Request, sess *protocol.ServerSession, req prot
 
 // licenseRefusal turns a ledger's refusal into the protocol's, logging
 // what the client is not told.
-func (h *Handler) licenseRefusal(key licensing.Key, play protocol.PlayID, err error) error {
+func (h *Handler) licenseRefusal(key licensing.Key, id string, play protocol.PlayID, err error) error {
 	var pr *licensing.PaymentRequired
 	var tm *licensing.TooManyPlays
 	switch {
 	case errors.As(err, &pr):
 		metricViews.WithLabelValues("payment_required").Inc()
-		reason := fmt.Sprintf("no views left of %q", key.Media)
+		reason := fmt.Sprintf("no views left of %q", id)
 		if errors.Is(err, licensing.ErrExpired) {
-			reason = fmt.Sprintf("the license of %q expired at %s", key.Media, pr.License.Expires.UTC().Format(time.RFC3339))
+			reason = fmt.Sprintf("the license of %q expired at %s", id, pr.License.Expires.UTC().Format(time.RFC3339))
 		}
 		h.logger.Info("payment required", zap.String("subject", key.Subject), zap.String("media", key.Media),
 			zap.Stringer("play", play), zap.String("reason", reason))
-		return &paymentRequired{body: protocol.PaymentRequired{Media: key.Media, ViewsLeft: pr.License.ViewsLeft,
+		return &paymentRequired{body: protocol.PaymentRequired{Media: id, ViewsLeft: pr.License.ViewsLeft,
 			Expires: pr.License.Expires, Renewable: pr.Renewable, Reason: reason}}
 	case errors.As(err, &tm):
 		metricViews.WithLabelValues("too_many_plays").Inc()
@@ -286,6 +301,10 @@ func (h *Handler) licenseRefusal(key licensing.Key, play protocol.PlayID, err er
 			zap.Stringer("play", play), zap.Int("limit", tm.Limit), zap.Strings("held_by", holders))
 		return fmt.Errorf("%w: %d plays are open, the limit is %d; one frees when it has been idle %v",
 			protocol.ErrTooManyPlays, len(tm.Holders), tm.Limit, time.Duration(h.License.PlayTimeout))
+	case errors.Is(err, licensing.ErrLedgerClosed):
+		// A request still in flight on a config a reload replaced: the
+		// client tries again, on the new one.
+		return fmt.Errorf("%w: the server is reloading", protocol.ErrBusy)
 	}
 	return fmt.Errorf("drm: licenses: %w", err) // the store failed: the server's fault, and no chunk goes out
 }
@@ -331,12 +350,13 @@ func (h *Handler) serveRenew(w http.ResponseWriter, r *http.Request, next caddyh
 	if err != nil {
 		return h.fail(w, err)
 	}
-	key := licensing.Key{Subject: subject, Media: id}
+	key := h.licenses.key(subject, id)
 	lic, err := h.licenses.ledger.Renew(r.Context(), key, h.licenses.termsFor(item.license))
 	var denied *licensing.RenewalDenied
 	if errors.As(err, &denied) {
 		metricViews.WithLabelValues("renewal_denied").Inc()
-		h.logger.Info("renewal denied", zap.String("subject", subject), zap.String("media", id), zap.String("reason", denied.Reason))
+		h.logger.Info("renewal denied", zap.String("subject", subject), zap.String("media", id), zap.String("reason", denied.Reason),
+			zap.String("detail", denied.Detail))
 		return h.fail(w, fmt.Errorf("%w: %s", protocol.ErrRenewalDenied, denied.Reason))
 	}
 	if err != nil {

@@ -101,7 +101,7 @@ func (e *licenseEnv) licenseOf(t *testing.T, subject, media string) licensing.Li
 	}
 	lv, _ := licensePool.LoadOrStore(e.h.licenses.poolKey, nil)
 	defer licensePool.Delete(e.h.licenses.poolKey)
-	lic, found, err := lv.(*ledgerHandle).store.License(context.Background(), licensing.Key{Subject: subject, Media: media})
+	lic, found, err := lv.(*ledgerHandle).store.License(context.Background(), e.h.licenses.key(subject, media))
 	if err != nil || !found {
 		t.Fatalf("license of %s for %s: found %v, %v", subject, media, found, err)
 	}
@@ -437,5 +437,38 @@ func TestLicenseStoreSurvivesReload(t *testing.T) {
 	e.h.licenses = h2.licenses
 	if lic := e.licenseOf(t, maria, "a.flac"); lic.ViewsLeft != 2 {
 		t.Fatalf("after the reload: %+v", lic)
+	}
+}
+
+// TestSitesShareAStoreNotLicenses: two sites on one Caddy, with the
+// default (shared) store and media of the same name, count apart.
+func TestSitesShareAStoreNotLicenses(t *testing.T) {
+	files := map[string][]byte{"a.flac": mediaBytes(100, 1)}
+	a := newLicenseEnv(t, files, LicenseConfig{Views: 1})
+	b := newLicenseEnv(t, files, LicenseConfig{Views: 1, StoreRaw: caddyconfig.JSONModuleObject(BoltLicenseStore{Path: a.store}, "backend", "bbolt", nil)})
+	// Both PKIs name their user BI12345678: one subject on both sites.
+	if a.h.Endpoint == b.h.Endpoint {
+		t.Fatal("the two sites have one endpoint name")
+	}
+	for _, e := range []*licenseEnv{a, b} {
+		if resp := e.chunk(t, e.as(t, e.pki.user), protocol.NewPlayID(), "a.flac", 0); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s %q", e.h.Endpoint, resp.Status, resp.Header.Get("Drm-Error"))
+		}
+	}
+}
+
+// TestRenewalDeniedKeepsTheWebhookURL: an unreachable webhook's URL (a
+// token in it, say) is logged, never sent to the listener.
+func TestRenewalDeniedKeepsTheWebhookURL(t *testing.T) {
+	e := newLicenseEnv(t, map[string][]byte{"a.flac": mediaBytes(100, 1)},
+		LicenseConfig{Views: 1, Renew: "webhook", Webhook: "http://127.0.0.1:1/renew?token=s3cret"})
+	logs := observeLogs(t, e.h)
+	_, resp := e.renew(t, e.as(t, e.pki.user), "a.flac")
+	wantRefusal(t, "unreachable webhook", resp, http.StatusPaymentRequired, "renewal-denied")
+	if de := resp.Header.Get("Drm-Error"); strings.Contains(de, "s3cret") || !strings.Contains(de, "unreachable") {
+		t.Errorf("Drm-Error %q", de)
+	}
+	if l := logs.FilterMessage("renewal denied").All(); len(l) != 1 || !strings.Contains(l[0].ContextMap()["detail"].(string), "s3cret") {
+		t.Errorf("the log lacks the detail: %v", l)
 	}
 }

@@ -199,7 +199,7 @@ func (c *Client) ReadChunk(ctx context.Context, id string, index int64) ([]byte,
 // fetch reads chunk index of id as part of the medium's current play,
 // checked against its manifest when manifests are required.
 func (c *Client) fetch(ctx context.Context, id string, index int64) ([]byte, error) {
-	play := c.plays.forRead(id)
+	play := c.plays.forRead(id, 0)
 	if c.manifests != nil {
 		return c.readVerified(ctx, play, id, index)
 	}

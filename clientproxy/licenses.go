@@ -58,6 +58,7 @@ type plays struct {
 
 type play struct {
 	id      protocol.PlayID
+	served  int64     // bytes given to players, cache hits included
 	last    time.Time // last read
 	renewed time.Time // last renewal of the medium's license
 	refused time.Time // last time its renewal was refused here
@@ -71,24 +72,37 @@ func newPlays(timeout time.Duration, now func() time.Time) *plays {
 }
 
 // forRead returns the play a read of media id belongs to, starting a new
-// one if the medium has none or it idled past the timeout.
-func (p *plays) forRead(id string) protocol.PlayID {
+// one if the medium has none or it idled past the timeout. A play that
+// gave players more than bound bytes (0: no bound) ends too: the cache
+// must not make replays free listening, since the server never sees
+// them (protocol §21's bound, on this side).
+func (p *plays) forRead(id string, bound int64) protocol.PlayID {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	pl := p.open[id]
-	if pl == nil || now.Sub(pl.last) >= p.timeout {
+	old := p.open[id]
+	pl := old
+	if pl == nil || now.Sub(pl.last) >= p.timeout || bound > 0 && pl.served > bound {
 		if len(p.open) > 1024 {
 			p.sweepLocked(now)
 		}
 		pl = &play{id: protocol.NewPlayID()}
-		if old := pl; old != nil {
+		if old != nil { // what was decided about the license still holds
 			pl.renewed, pl.refused = old.renewed, old.refused
 		}
 		p.open[id] = pl
 	}
 	pl.last = now
 	return pl.id
+}
+
+// served counts n bytes of play of media id given to a player.
+func (p *plays) served(id string, play protocol.PlayID, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pl := p.open[id]; pl != nil && pl.id == play {
+		pl.served += n
+	}
 }
 
 // sweepLocked forgets plays that idled past the timeout, so the map
@@ -132,9 +146,17 @@ func (p *plays) decided(id string, renewed bool) {
 	}
 }
 
-// Play returns the play a read of media id belongs to now: the medium's
-// open play, or a new one if it has none or it idled past the timeout.
-func (c *Client) Play(id string) protocol.PlayID { return c.plays.forRead(id) }
+// playBound is how much of a medium one play may give players, cache hits
+// included, before the next request starts a new play: the server's
+// default bound (protocol §21). A server with a larger bound counts
+// nothing more; one with a smaller bound ends plays itself.
+const playBound = 2
+
+func (c *Client) playFor(id string, size int64) protocol.PlayID {
+	return c.plays.forRead(id, playBound*max(size, 1))
+}
+
+func (c *Client) served(id string, play protocol.PlayID, n int64) { c.plays.served(id, play, n) }
 
 var _ player = (*Client)(nil)
 

@@ -194,3 +194,26 @@ func TestPlayerGets402(t *testing.T) {
 		t.Fatalf("second play: %s %q", resp.Status, body)
 	}
 }
+
+// Replays from clientproxy's cache are not free listening: a play that
+// gave the player more than twice the medium ends, and the next request
+// is a new play the server counts.
+func TestCachedReplaysEndThePlay(t *testing.T) {
+	srv := newDRMServer(t, drmOptions{Views: 5})
+	data := srv.add("a.flac", 2*drmChunkSize)
+	c := newDRMClient(t, srv)
+	if _, err := c.Catalog(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, ts, _ := startServer(t, c, ServerOptions{Prefetch: -1})
+	for i := range 4 {
+		if resp, body, err := fetch(t, ts, "GET", "/media/a.flac", nil); err != nil || resp.StatusCode != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("play %d: %v %v", i, resp.Status, err)
+		}
+	}
+	// Reads 1 and 2 fill the bound (2× the size), read 3 passes it, so
+	// read 4 is a new play: two views, though the cache held every chunk.
+	if charged, _ := srv.licenseCounts(); charged != 2 {
+		t.Fatalf("four whole reads cost %d views, want 2", charged)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // mediaReader is the io.ReadSeeker that http.ServeContent reads a medium
@@ -22,6 +23,9 @@ type mediaReader struct {
 	cache *chunkCache
 	m     medium
 	off   int64
+	// served counts the bytes given to the player, for the play's bound;
+	// atomic: see mu.
+	served atomic.Int64
 
 	// mu guards err: for multi-range responses ServeContent reads from a
 	// goroutine that may still be running when it returns.
@@ -50,6 +54,7 @@ func (r *mediaReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, data[r.off-index*r.m.chunkSize:])
 	r.off += int64(n)
+	r.served.Add(int64(n))
 	return n, nil
 }
 

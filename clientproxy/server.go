@@ -151,10 +151,14 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	}
 
 	m := medium{id: id, size: info.Size, chunkSize: cs}
-	if p, ok := s.src.(player); ok {
-		m.play = p.Play(id)
+	p, counts := s.src.(player)
+	if counts {
+		m.play = p.playFor(id, info.Size)
 	}
 	rd := newMediaReader(ctx, s.cache, m)
+	if counts {
+		defer func() { p.served(id, m.play, rd.served.Load()) }()
+	}
 	if off, ok := firstServedOffset(r, info.Size); ok {
 		if err := rd.prime(off); err != nil {
 			s.failMedia(w, r, id, err)

@@ -24,6 +24,10 @@ type Source interface {
 // keeps the chunks of one play apart from another's, so that a new play
 // of a medium reaches the server, which counts it as a view.
 type player interface {
-	// Play returns the play a read of media id belongs to now.
-	Play(id string) protocol.PlayID
+	// playFor returns the play a player's request for media id (of size
+	// bytes) belongs to: the open one, or a new one when it idled past
+	// the play timeout or gave the player more than its bound.
+	playFor(id string, size int64) protocol.PlayID
+	// served counts n bytes of play given to a player.
+	served(id string, play protocol.PlayID, n int64)
 }

@@ -124,8 +124,13 @@ func (s *licenseSetup) licenses(t *testing.T) map[string]storedLicense {
 		t.Fatalf("caddy drm licenses: %v\n%s", err, out)
 	}
 	m := map[string]storedLicense{}
+	realm := s.caddy.URL("drm") + "/" // license keys name media within the site's endpoint
 	for _, l := range list {
-		m[l.Subject+"|"+l.Media] = l
+		id, ok := strings.CutPrefix(l.Media, realm)
+		if !ok {
+			t.Fatalf("license of %q outside the realm %q", l.Media, realm)
+		}
+		m[l.Subject+"|"+id] = l
 	}
 	return m
 }

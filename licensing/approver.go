@@ -131,7 +131,7 @@ func (w Webhook) Approve(ctx context.Context, req RenewalRequest) (uint32, error
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(tctx, http.MethodPost, w.URL, bytes.NewReader(b))
 	if err != nil {
-		return 0, denied("webhook: %v", err)
+		return 0, &RenewalDenied{Reason: "webhook: misconfigured", Detail: err.Error()}
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(hreq)
@@ -176,7 +176,9 @@ func (w Webhook) failed(parent, tctx context.Context, timeout time.Duration, err
 	if parent.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		return denied("webhook: timed out after %v", timeout)
 	}
-	return denied("webhook: %v", err)
+	// The error names the URL, which may hold a token: the log gets it,
+	// the listener does not.
+	return &RenewalDenied{Reason: "webhook: unreachable", Detail: err.Error()}
 }
 
 func denied(format string, args ...any) error {

@@ -3,6 +3,7 @@ package licensing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sort"
 	"sync"
@@ -24,7 +25,8 @@ type Policy struct {
 	// seen: a play open before a restart counts once it is seen again.
 	Concurrent int
 	// FlushEvery is how often, at most, a play's bytes and last activity
-	// are written to the store (default 10s). A crash loses at most this
+	// are written to the store (default: the smaller of 10s and a quarter
+	// of PlayTimeout). A crash loses at most this
 	// much of a play, in the listener's favour; views are never lost.
 	FlushEvery time.Duration
 }
@@ -37,7 +39,9 @@ func (p Policy) withDefaults() Policy {
 		p.Bound = 2
 	}
 	if p.FlushEvery <= 0 {
-		p.FlushEvery = 10 * time.Second
+		// Often enough that a restart finds a play that is still being
+		// read fresh, however short the play timeout.
+		p.FlushEvery = min(10*time.Second, p.PlayTimeout/4)
 	}
 	return p
 }
@@ -100,6 +104,7 @@ type play struct {
 	bound   int64     // bytes the play may read; negative is no bound
 	flushed time.Time // when rec was last written to the store
 	dirty   bool
+	spent   bool // past its bound, and the store has not been told yet
 }
 
 const minSweep = 64
@@ -155,16 +160,23 @@ func (l *Ledger) chunk(ctx context.Context, s *subject, key Key, id PlayID, term
 	ref := playRef{key.Media, id}
 	again := false
 	if p := s.plays[ref]; p != nil {
-		if within(p.rec.Bytes, n, bound) {
+		if !p.spent && within(p.rec.Bytes, n, bound) {
 			l.advance(ctx, p, now, n)
 			return Charge{License: p.lic}, nil
 		}
 		// Past its bound: the play's view is spent. The store learns so
-		// at once, lest a refused new view leave a record that a retry
-		// could resume for free.
+		// before anything else, lest a refused new view leave a record
+		// that a retry or a restart could resume for free; until it has,
+		// the play stays here, marked spent, and nothing is served.
+		if !p.spent {
+			p.spent, p.dirty = true, true
+			p.rec.Bytes = max(addBytes(p.rec.Bytes, n), bound+1)
+			p.rec.LastSeen = now
+		}
+		if err := l.flush(ctx, key, []*play{p}, now); err != nil {
+			return Charge{}, fmt.Errorf("licensing: recording the end of play %s: %w", id, err)
+		}
 		delete(s.plays, ref)
-		p.rec.Bytes = addBytes(p.rec.Bytes, n)
-		l.flush(ctx, key, []*play{p}, now)
 		again = true
 	} else {
 		rec, ok, err := l.store.Play(ctx, key, id)
@@ -336,6 +348,9 @@ func (l *Ledger) Renew(ctx context.Context, key Key, terms Terms) (License, erro
 		lic = newLicense(key, terms, l.now())
 	}
 	views, err := l.approver.Approve(ctx, RenewalRequest{Key: key, License: lic, Terms: terms})
+	// Granted is granted (a webhook may have billed for it): the views are
+	// added even if the asker has gone meanwhile.
+	ctx = context.WithoutCancel(ctx)
 	if err != nil {
 		var d *RenewalDenied
 		if !errors.As(err, &d) {
@@ -352,14 +367,8 @@ func (l *Ledger) Renew(ctx context.Context, key Key, terms Terms) (License, erro
 // Open returns the open plays of subject name ("" for every subject), oldest
 // activity first.
 func (l *Ledger) Open(name string) []OpenPlay {
-	l.mu.Lock()
-	var ss []*subject
-	for n, s := range l.subjects {
-		if name == "" || n == name {
-			ss = append(ss, s)
-		}
-	}
-	l.mu.Unlock()
+	ss := l.hold(func(n string) bool { return name == "" || n == name })
+	defer l.unhold(ss)
 	now := l.now()
 	var out []OpenPlay
 	for _, s := range ss {
@@ -404,11 +413,9 @@ func sortOpen(ps []OpenPlay) {
 func (l *Ledger) Close() error {
 	l.mu.Lock()
 	l.closed = true
-	ss := make([]*subject, 0, len(l.subjects))
-	for _, s := range l.subjects {
-		ss = append(ss, s)
-	}
 	l.mu.Unlock()
+	ss := l.hold(func(string) bool { return true })
+	defer l.unhold(ss)
 	now := l.now()
 	var errs []error
 	for _, s := range ss {
@@ -429,6 +436,33 @@ func (l *Ledger) Close() error {
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// hold counts the subjects whose names match as in use (like acquire),
+// so that release does not forget one while its lock is held.
+func (l *Ledger) hold(match func(string) bool) map[string]*subject {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ss := make(map[string]*subject)
+	for n, s := range l.subjects {
+		if match(n) {
+			s.refs++
+			ss[n] = s
+		}
+	}
+	return ss
+}
+
+// unhold undoes hold.
+func (l *Ledger) unhold(ss map[string]*subject) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for n, s := range ss {
+		s.refs--
+		if s.refs == 0 && len(s.plays) == 0 {
+			delete(l.subjects, n)
+		}
+	}
 }
 
 // acquire returns subject name's state, counted as in use.

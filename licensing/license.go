@@ -143,7 +143,11 @@ func (e *TooManyPlays) Error() string {
 // RenewalDenied is the error of a renewal the approver (or the license's
 // fixed expiry date) refused.
 type RenewalDenied struct {
+	// Reason may be shown to the listener.
 	Reason string
+	// Detail is for the operator's log only (a webhook's transport error
+	// names its URL).
+	Detail string
 }
 
 func (e *RenewalDenied) Error() string { return "licensing: renewal denied: " + e.Reason }

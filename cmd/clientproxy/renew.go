@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -38,7 +39,9 @@ func askOnTerminal(logger *slog.Logger) func(context.Context, protocol.PaymentRe
 // ask puts the renewal question on w and reads the answer from r: yes
 // only for an explicit y or yes.
 func ask(r io.Reader, w io.Writer, offer protocol.PaymentRequired) bool {
-	fmt.Fprintf(w, "\nThe license of %q is used up (%s).\nRenew it? [y/N] ", offer.Media, offer.Reason)
+	// What the server says is quoted, control characters and all
+	// escaped: it must not drive the terminal.
+	fmt.Fprintf(w, "\nThe license of %q is used up (%s).\nRenew it? [y/N] ", offer.Media, strings.Trim(strconv.Quote(offer.Reason), `"`))
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil && line == "" {
 		return false

@@ -19,4 +19,9 @@ func TestAsk(t *testing.T) {
 			t.Errorf("question %q does not name the medium and the reason", out.String())
 		}
 	}
+	var out bytes.Buffer
+	ask(strings.NewReader("n\n"), &out, protocol.PaymentRequired{Media: "a\x1b[2J", Reason: "x\x1b]0;pwned\x07"})
+	if strings.ContainsAny(out.String(), "\x1b\x07") {
+		t.Errorf("control characters from the server reached the terminal: %q", out.String())
+	}
 }
