@@ -357,6 +357,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"duration without unit", "drm {\n\trekey_after_age 60\n}", "positive duration"},
 		{"duration with two values", "drm {\n\trekey_after_age 1h 2h\n}", "wrong argument count"},
 		{"duration without value", "drm {\n\tsession_idle_timeout\n}", "wrong argument count"},
+		{"require_manifest with an argument", "drm {\n\trequire_manifest yes\n}", "wrong argument count"},
+		{"content_ca without a file", "drm {\n\tcontent_ca\n}", "wrong argument count"},
 		{"license with an argument", "drm {\n\tlicense 5\n}", "wrong argument count"},
 		{"license unknown option", "drm {\n\tlicense {\n\t\tcredits 5\n\t}\n}", `unknown license option "credits"`},
 		{"license views zero", "drm {\n\tlicense {\n\t\tviews 0\n\t}\n}", "license views: want a positive count"},

@@ -38,15 +38,16 @@ type drmServer struct {
 	srv      *protocol.Server
 	done     chan struct{} // closed when the test ends: held requests go on
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced whenever stats change
-	hook     hook
-	sessions map[protocol.SessionID]*protocol.ServerSession
-	ended    map[protocol.SessionID]bool // closed or forgotten: their tickets are refused
-	media    map[string][]byte
-	catalog  []protocol.MediaInfo
-	stats    drmStats
-	licenses *fakeLicenses // nil: views are not counted
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced whenever stats change
+	hook      hook
+	sessions  map[protocol.SessionID]*protocol.ServerSession
+	ended     map[protocol.SessionID]bool // closed or forgotten: their tickets are refused
+	media     map[string][]byte
+	catalog   []protocol.MediaInfo
+	stats     drmStats
+	licenses  *fakeLicenses     // nil: views are not counted
+	manifests map[string][]byte // signed manifests by media id
 }
 
 // drmOptions configure a drmServer; zero values take the defaults.
@@ -218,6 +219,7 @@ var endpoints = map[string]protocol.MessageType{
 	protocol.MsgClose.String():      protocol.MsgClose,
 	protocol.MsgClientAuth.String(): protocol.MsgClientAuth,
 	protocol.MsgRenew.String():      protocol.MsgRenew,
+	protocol.MsgManifest.String():   protocol.MsgManifest,
 }
 
 func (s *drmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -363,6 +365,14 @@ func (s *drmServer) sessionRequest(endpoint string, body []byte) ([]byte, int, e
 		reply, err = sess.SealReply(a, nil)
 	case protocol.MsgClientAuth:
 		reply, err = sess.Authenticate(a)
+	case protocol.MsgManifest:
+		s.mu.Lock()
+		signed, ok := s.manifests[a.MediaID()]
+		s.mu.Unlock()
+		if !ok {
+			return nil, 0, fmt.Errorf("%w: %s", protocol.ErrNoManifest, a.MediaID())
+		}
+		reply, err = sess.SealManifest(a, signed)
 	case protocol.MsgRenew:
 		var rn protocol.Renewal
 		if rn, err = s.renew(a.MediaID()); err == nil {

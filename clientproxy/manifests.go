@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -26,6 +27,10 @@ const (
 
 type manifests struct {
 	verify func(chain [][]byte) (*x509.Certificate, error)
+	// fetching is held while a manifest is fetched: the reads of a
+	// medium's first chunks (the player's and the read-ahead's) fetch it
+	// once.
+	fetching chan struct{}
 
 	mu      sync.Mutex
 	byID    map[string]manifestEntry
@@ -54,7 +59,7 @@ type verifiedBlock struct {
 }
 
 func newManifests(verify func(chain [][]byte) (*x509.Certificate, error)) *manifests {
-	return &manifests{verify: verify, byID: map[string]manifestEntry{}, blocks: list.New(), index: map[blockKey]*list.Element{}, maxSize: defaultVerifiedBytes}
+	return &manifests{verify: verify, fetching: make(chan struct{}, 1), byID: map[string]manifestEntry{}, blocks: list.New(), index: map[blockKey]*list.Element{}, maxSize: defaultVerifiedBytes}
 }
 
 func (ms *manifests) block(k blockKey) ([]byte, bool) {
@@ -87,11 +92,21 @@ func (ms *manifests) keep(k blockKey, data []byte) {
 // over the protocol) when it has none younger than manifestTTL.
 func (c *Client) manifest(ctx context.Context, id string) (*protocol.Manifest, error) {
 	ms := c.manifests
-	ms.mu.Lock()
-	e, ok := ms.byID[id]
-	ms.mu.Unlock()
-	if ok && c.now().Sub(e.fetched) < manifestTTL {
-		return e.m, nil
+	cached := func() (*protocol.Manifest, bool) {
+		ms.mu.Lock()
+		defer ms.mu.Unlock()
+		e, ok := ms.byID[id]
+		return e.m, ok && c.now().Sub(e.fetched) < manifestTTL
+	}
+	if m, ok := cached(); ok {
+		return m, nil
+	}
+	if err := acquire(ctx, ms.fetching); err != nil {
+		return nil, err
+	}
+	defer func() { <-ms.fetching }()
+	if m, ok := cached(); ok {
+		return m, nil // fetched by another read meanwhile
 	}
 	var signed []byte
 	_, err := c.do(ctx, fmt.Sprintf("manifest of %q", id), func(s *protocol.ClientSession) *protocol.Request {
@@ -186,7 +201,11 @@ func (c *Client) fetchBlocks(ctx context.Context, play protocol.PlayID, id strin
 		bs, be, _ := m.BlockSpan(b)
 		data := raw[bs-from : min(be-from, int64(len(raw)))]
 		if err := m.CheckBlock(b, data); err != nil {
-			c.logger.Error("block refused: it does not match the publisher's manifest", "id", id, "offset", bs, "block", b, "err", err)
+			offset := bs
+			if mm, ok := errors.AsType[*protocol.BlockMismatch](err); ok {
+				offset = mm.Offset
+			}
+			c.logger.Error("block refused: it does not match the publisher's manifest", "id", id, "offset", offset, "block", b, "err", err)
 			return nil, err
 		}
 		c.manifests.keep(blockKey{id, play, b}, data)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -36,6 +37,10 @@ func TestCaddyfileExampleRuns(t *testing.T) {
 	pki := filepath.Join(dir, "demo", "pki")
 	pkiCLI(t, caddyBin, pki, "issue", "device", "demo-laptop")
 	pkiCLI(t, caddyBin, pki, "issue", "user", "--serial", "BI12345678", "--name", "Demo Listener")
+	pkiCLI(t, caddyBin, pki, "issue", "publisher", "demo-label")
+	if out, err := exec.Command(caddyBin, "drm", "manifest", filepath.Join(dir, "demo", "media"), "--dir", pki, "--publisher", "demo-label").CombinedOutput(); err != nil {
+		t.Fatalf("caddy drm manifest: %v\n%s", err, out)
+	}
 
 	port := freePort(t)
 	// exec keeps the PID caddy's own, so the harness stops the right process.
@@ -56,7 +61,8 @@ func TestCaddyfileExampleRuns(t *testing.T) {
 	}
 	cp := startClientProxy(t, cpBin, base+"/drm", filepath.Join(pki, "root.crt"),
 		"--device-cert", filepath.Join(pki, "device-demo-laptop.crt"), "--device-key", filepath.Join(pki, "device-demo-laptop.key"),
-		"--user-cert", filepath.Join(pki, "user-BI12345678.crt"), "--user-key", filepath.Join(pki, "user-BI12345678.key"))
+		"--user-cert", filepath.Join(pki, "user-BI12345678.crt"), "--user-key", filepath.Join(pki, "user-BI12345678.key"),
+		"--content-ca", filepath.Join(pki, "content-ca.crt"))
 	m := mediaByID(t, media, "tone.opus")
 	comparePCM(t, mpvPCM(t, cp.MediaURL(m.ID), 0), ffmpegPCM(t, m.Path, 0))
 }

@@ -99,7 +99,7 @@ var errorCodes = []wireError{
 // privateDetails are the conditions whose details (origin paths,
 // upstreams, file names) belong in the server's log: the client gets the
 // condition's fixed text.
-var privateDetails = []error{ErrOrigin, ErrOriginTimeout, ErrNotFound, ErrOutOfRange}
+var privateDetails = []error{ErrOrigin, ErrOriginTimeout, ErrNotFound, ErrOutOfRange, ErrNoManifest}
 
 // maxReasonSize bounds the reason a server sends: an error can quote what
 // the client sent (its suites, a media id), and the header must not grow

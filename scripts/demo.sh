@@ -24,6 +24,8 @@ bin/caddy drm pki init demo/pki >/dev/null
 # requires; the CRLs are signed again at every start, so they never expire.
 [ -s demo/pki/device-demo-laptop.crt ] || bin/caddy drm pki issue device demo-laptop --dir demo/pki >/dev/null
 [ -s demo/pki/user-BI12345678.crt ] || bin/caddy drm pki issue user --serial BI12345678 --name "Demo Listener" --dir demo/pki >/dev/null
+# The publisher whose key signs the media's manifests.
+[ -s demo/pki/publisher-demo-label.crt ] || bin/caddy drm pki issue publisher demo-label --dir demo/pki >/dev/null
 bin/caddy drm pki crl --dir demo/pki >/dev/null
 
 # Sample audio (generated, deterministic) and a catalog with titles.
@@ -50,6 +52,9 @@ make_track() { # file title ffmpeg-source [codec args...]
 	echo "]"
 } >demo/media/catalog.json.tmp
 mv demo/media/catalog.json.tmp demo/media/catalog.json
+# A signed manifest beside every track: clientproxy --content-ca checks
+# every byte against it.
+bin/caddy drm manifest demo/media --dir demo/pki --publisher demo-label >/dev/null
 
 pids=()
 cleanup() {
@@ -83,7 +88,7 @@ wait_ready Caddy "$!" "http://127.0.0.1:$port/" demo/caddy.log
 bin/clientproxy --server "http://127.0.0.1:$port/drm" --root-ca demo/pki/root.crt --listen "$listen" \
 	--device-cert demo/pki/device-demo-laptop.crt --device-key demo/pki/device-demo-laptop.key \
 	--user-cert demo/pki/user-BI12345678.crt --user-key demo/pki/user-BI12345678.key \
-	--renew "${DEMO_RENEW:-auto}" >demo/clientproxy.log 2>&1 &
+	--content-ca demo/pki/content-ca.crt --renew "${DEMO_RENEW:-auto}" >demo/clientproxy.log 2>&1 &
 pids+=($!)
 wait_ready clientproxy "$!" "http://$listen/healthz" demo/clientproxy.log
 
@@ -107,6 +112,8 @@ Play it:
   mpv http://$listen/playlist.m3u
   mpv --start=10 http://$listen/media/chirp.opus
 
+Every track has a manifest signed by the demo publisher, and clientproxy
+checks every byte against it (--content-ca).
 Licenses: five plays per track, then 402; clientproxy renews them
 (DEMO_RENEW=ask asks y/n on this terminal, DEMO_RENEW=never passes the 402
 to the player). After Ctrl-C:
