@@ -99,6 +99,12 @@ func siteAddress(h httpcaddyfile.Helper) (string, bool) {
 //		before_credentials   catalog|nothing
 //		content_ca           <ca.pem...>
 //		require_manifest
+//		at_rest {
+//			keys            <file>
+//			passphrase_file <file>
+//			passphrase_env  <VAR>
+//			require_sealed
+//		}
 //		license {
 //			views        <count>
 //			expire_after <duration>
@@ -248,6 +254,35 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("before_credentials %q: want catalog or nothing", v)
 				}
 				h.BeforeCredentials = v
+			}
+		case "at_rest":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.AtRest = &AtRestConfig{}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch sub := d.Val(); sub {
+				case "keys", "passphrase_file", "passphrase_env":
+					var v string
+					if !d.AllArgs(&v) {
+						return d.ArgErr()
+					}
+					switch sub {
+					case "keys":
+						h.AtRest.Keys = v
+					case "passphrase_file":
+						h.AtRest.PassphraseFile = v
+					default:
+						h.AtRest.PassphraseEnv = v
+					}
+				case "require_sealed":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.AtRest.RequireSealed = true
+				default:
+					return d.Errf("unknown at_rest option %q", sub)
+				}
 			}
 		case "license":
 			if d.NextArg() {

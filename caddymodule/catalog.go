@@ -62,6 +62,8 @@ type mediaLicense struct {
 type catalogItem struct {
 	protocol.MediaInfo
 	license *mediaLicense // nil: the site's terms
+	sealed  bool          // at the origin as {id}.age, Size is the plaintext's
+	encSize int64         // the .age file's size
 }
 
 // listingEntry is one item of Caddy's JSON directory listing.
@@ -106,6 +108,10 @@ func contentTypeFor(id string) (string, bool) {
 // origin's listing.
 type catalog struct {
 	originPath, file string
+	// sealedSize opens a sealed medium and returns its plaintext size (nil:
+	// sealed media are not listed); onlySealed leaves plain media out.
+	sealedSize func(r *http.Request, next caddyhttp.Handler, id string, encSize int64) (int64, error)
+	onlySealed bool
 
 	mu         sync.Mutex
 	snap       *catalogSnapshot
@@ -116,6 +122,7 @@ type catalogSnapshot struct {
 	items    []protocol.MediaInfo
 	byID     map[string]int
 	licenses map[string]*mediaLicense
+	sealed   map[string]int64 // id → the .age file's size
 	fetched  time.Time
 }
 
@@ -188,7 +195,8 @@ func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (ca
 		}
 	}
 	if i, ok := snap.byID[id]; ok {
-		return catalogItem{snap.items[i], snap.licenses[id]}, nil
+		enc, sealed := snap.sealed[id]
+		return catalogItem{snap.items[i], snap.licenses[id], sealed, enc}, nil
 	}
 	return catalogItem{}, fmt.Errorf("%w: %q is not in the catalog", protocol.ErrNotFound, id)
 }
@@ -199,6 +207,47 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 	listed, listErr := c.readListing(r, next, "", 0, map[string]int64{})
 	if fileErr != nil && listErr != nil {
 		return nil, fmt.Errorf("%w: the origin offers neither a catalog file (%v) nor a JSON directory listing (%v)", protocol.ErrOrigin, fileErr, listErr)
+	}
+	// Sealed media ({id}.age) win over plain files of the same id; their
+	// catalog size is the plaintext's, from the file's age header.
+	sealed := map[string]int64{}
+	for id, size := range listed {
+		if base, ok := strings.CutSuffix(id, sealedSuffix); ok {
+			delete(listed, id)
+			sealed[base] = size
+		}
+	}
+	for id := range sealed {
+		delete(listed, id)
+	}
+	plainSize := func(id string) (int64, bool) {
+		if c.onlySealed {
+			return 0, false
+		}
+		if size, ok := listed[id]; ok {
+			return size, true
+		}
+		s, err := fetchRange(r, next, originPathFor(c.originPath, id), 0, 1, make([]byte, 0, 1))
+		return s.total, err == nil
+	}
+	sealedSize := func(id string) (int64, bool) {
+		if c.sealedSize == nil {
+			return 0, false // no at_rest keys: sealed media are not served
+		}
+		enc, ok := sealed[id]
+		if !ok {
+			s, err := fetchRange(r, next, originPathFor(c.originPath, id+sealedSuffix), 0, 1, make([]byte, 0, 1))
+			if err != nil {
+				return 0, false
+			}
+			enc = s.total
+		}
+		size, err := c.sealedSize(r, next, id, enc)
+		if err != nil {
+			return 0, false // logged where it was opened
+		}
+		sealed[id] = enc
+		return size, true
 	}
 	byID := map[string]int{}
 	licenses := map[string]*mediaLicense{}
@@ -212,11 +261,13 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 	}
 	for _, e := range entries {
 		m := protocol.MediaInfo{ID: e.ID, Title: e.Title, Duration: e.Duration, ContentType: e.ContentType, Size: -1}
-		if size, ok := listed[e.ID]; ok {
+		if size, ok := sealedSize(e.ID); ok {
 			m.Size = size
-		} else if s, err := fetchRange(r, next, originPathFor(c.originPath, e.ID), 0, 1, make([]byte, 0, 1)); err == nil {
-			m.Size = s.total
+		} else if size, ok := plainSize(e.ID); ok {
+			delete(sealed, e.ID)
+			m.Size = size
 		} else {
+			delete(sealed, e.ID)
 			continue // listed in the file but not served by the origin
 		}
 		if _, dup := byID[m.ID]; !dup && e.License != nil {
@@ -224,13 +275,27 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 		}
 		add(m)
 	}
-	ids := make([]string, 0, len(listed))
+	ids := make([]string, 0, len(listed)+len(sealed))
 	for id := range listed {
+		ids = append(ids, id)
+	}
+	for id := range sealed {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		add(protocol.MediaInfo{ID: id, Size: listed[id]})
+		if _, done := byID[id]; done {
+			continue
+		}
+		if _, ok := sealed[id]; ok {
+			if size, ok := sealedSize(id); ok {
+				add(protocol.MediaInfo{ID: id, Size: size})
+			} else {
+				delete(sealed, id)
+			}
+		} else if !c.onlySealed {
+			add(protocol.MediaInfo{ID: id, Size: listed[id]})
+		}
 	}
 	for i := range items {
 		m := &items[i]
@@ -244,7 +309,12 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 	if items == nil {
 		items = []protocol.MediaInfo{}
 	}
-	return &catalogSnapshot{items: items, byID: byID, licenses: licenses, fetched: time.Now()}, nil
+	for id := range sealed {
+		if _, ok := byID[id]; !ok {
+			delete(sealed, id)
+		}
+	}
+	return &catalogSnapshot{items: items, byID: byID, licenses: licenses, sealed: sealed, fetched: time.Now()}, nil
 }
 
 func (c *catalog) readFile(r *http.Request, next caddyhttp.Handler) ([]catalogEntry, error) {
@@ -308,8 +378,8 @@ func (c *catalog) readListing(r *http.Request, next caddyhttp.Handler, dir strin
 			}
 			continue
 		}
-		if _, media := contentTypeFor(id); media {
-			out[id] = e.Size
+		if _, media := contentTypeFor(strings.TrimSuffix(id, sealedSuffix)); media {
+			out[id] = e.Size // a sealed medium under its file's name: build sorts them out
 		}
 	}
 	return out, nil

@@ -195,6 +195,19 @@ func (h *Handler) serveChunk(w http.ResponseWriter, r *http.Request, next caddyh
 	// and the chunk is sealed in place over them.
 	buf := h.getBuf()
 	defer h.putBuf(buf)
+	if item.sealed {
+		plain := (*buf)[protocol.ReplyHeaderSize : protocol.ReplyHeaderSize+int(end-start)]
+		if err := h.readSealed(r, next, item, int64(start), plain); err != nil {
+			return h.fail(w, err)
+		}
+		sealed, err := sess.SealChunk((*buf)[:0], accepted, uint64(item.Size), plain)
+		if err != nil {
+			return h.fail(w, err)
+		}
+		metricChunks.Inc()
+		metricChunkBytes.Add(float64(len(plain)))
+		return h.writeBinary(w, sealed)
+	}
 	slice, err := fetchRange(r, next, originPathFor(h.OriginPath, req.MediaID), int64(start), int64(sess.ChunkSize()),
 		(*buf)[protocol.ReplyHeaderSize:protocol.ReplyHeaderSize])
 	if err != nil {

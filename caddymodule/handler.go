@@ -145,8 +145,13 @@ type Handler struct {
 	// manifests for its media (caddy drm manifest).
 	RequireManifest bool `json:"require_manifest,omitempty"`
 
+	// AtRest decrypts media sealed at rest (`caddy drm seal`: {medium}.age
+	// at the origin). Default: none; sealed media are then not listed.
+	AtRest *AtRestConfig `json:"at_rest,omitempty"`
+
 	credentials *credentialSetup
 	manifests   *manifestSetup
+	atRest      *atRest
 	licenses    *licenses
 	endpoints   string                // Prefix + "/v1/"
 	cfg         protocol.ServerConfig // what server was made from
@@ -193,6 +198,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.manifests, err = h.setupManifests(); err != nil {
 		return err
 	}
+	if h.atRest, err = h.setupAtRest(); err != nil {
+		return err
+	}
 	if h.licenses, err = h.setupLicenses(ctx); err != nil {
 		return err
 	}
@@ -227,6 +235,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("drm: %w", err)
 	}
 	h.catalog = &catalog{originPath: h.OriginPath, file: h.CatalogFile}
+	if h.atRest != nil {
+		h.catalog.onlySealed = h.atRest.require
+		h.catalog.sealedSize = func(r *http.Request, next caddyhttp.Handler, id string, encSize int64) (int64, error) {
+			sr, err := h.openSealed(r, next, id, encSize)
+			if err != nil {
+				return 0, err
+			}
+			return sr.size, nil
+		}
+	}
 	// Room for a whole sealed chunk: header, chunk, the most a cipher adds.
 	bufSize := protocol.MaxReplySize - protocol.MaxChunkSize + h.ChunkSize
 	h.bufs = &sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
@@ -244,6 +262,16 @@ func (h *Handler) checkRoutes(ctx caddy.Context) error {
 	found, err := exposedHandlers(srv)
 	if err != nil {
 		return fmt.Errorf("drm: checking the server's routes: %w", err)
+	}
+	if h.AtRest != nil {
+		roots, err := originRoots(srv)
+		if err != nil {
+			return fmt.Errorf("drm: checking the server's routes: %w", err)
+		}
+		if err := checkCustody(roots, map[string]string{"at-rest keys": h.AtRest.Keys,
+			"at-rest passphrase file": h.AtRest.PassphraseFile, "server key": h.Key}); err != nil {
+			return err
+		}
 	}
 	if len(found) == 0 {
 		return nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
 
@@ -49,6 +50,7 @@ type handlerNode struct {
 	errors []routeNode // a subroute's error routes
 	invoke string      // the named route an invoke runs
 	pins   bool        // a rewrite that sets the path to one that does not depend on the request
+	root   string      // a file_server's root, or the root a vars handler sets
 }
 
 // walker walks the routes of one server.
@@ -252,6 +254,11 @@ func handlerNodeOf(h caddyhttp.MiddlewareHandler) (handlerNode, error) {
 		return handlerNode{module: "invoke", invoke: h.Name}, nil
 	case *rewrite.Rewrite:
 		return handlerNode{module: "rewrite", pins: pinsPath(h)}, nil
+	case *fileserver.FileServer:
+		return handlerNode{module: "file_server", root: h.Root}, nil
+	case caddyhttp.VarsMiddleware:
+		root, _ := h["root"].(string)
+		return handlerNode{module: "vars", root: root}, nil
 	case caddy.Module:
 		return handlerNode{module: strings.TrimPrefix(string(h.CaddyModule().ID), "http.handlers.")}, nil
 	}
@@ -273,11 +280,15 @@ func rawHandlerNode(raw json.RawMessage) (handlerNode, error) {
 			Routes []rawRoute `json:"routes"`
 		} `json:"errors"`
 		Name string `json:"name"` // invoke's
+		Root any    `json:"root"` // file_server's (a string), or vars' (any value)
 	}
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return handlerNode{}, fmt.Errorf("reading a route's handler: %w", err)
 	}
 	n := handlerNode{module: h.Handler, invoke: h.Name}
+	if root, ok := h.Root.(string); ok && (h.Handler == "file_server" || h.Handler == "vars") {
+		n.root = root
+	}
 	if h.Handler == "rewrite" {
 		var rw rewrite.Rewrite
 		if err := json.Unmarshal(raw, &rw); err != nil {
@@ -406,4 +417,47 @@ func describeMatchers(r caddyhttp.Route) string {
 	}
 	b, _ := json.Marshal(sets)
 	return string(b)
+}
+
+// originRoots returns every directory a file_server of srv may serve
+// from: file_server roots and the roots vars handlers set (Caddyfile's
+// `root`), in its routes, error routes and named routes. A root with a
+// placeholder other than the one vars set is left out: it cannot be
+// known before a request.
+func originRoots(srv *caddyhttp.Server) ([]string, error) {
+	var lists []caddyhttp.RouteList
+	lists = append(lists, srv.Routes)
+	if srv.Errors != nil {
+		lists = append(lists, srv.Errors.Routes)
+	}
+	for _, r := range srv.NamedRoutes {
+		lists = append(lists, caddyhttp.RouteList{*r})
+	}
+	var roots []string
+	varsRoot, bareFileServer := false, false
+	var walk func([]routeNode)
+	walk = func(routes []routeNode) {
+		for _, r := range routes {
+			for _, h := range r.handlers {
+				varsRoot = varsRoot || h.module == "vars" && h.root != ""
+				bareFileServer = bareFileServer || h.module == "file_server" && h.root == ""
+				if h.root != "" && !strings.Contains(h.root, "{") {
+					roots = append(roots, h.root)
+				}
+				walk(h.routes)
+				walk(h.errors)
+			}
+		}
+	}
+	for _, l := range lists {
+		nodes, err := routeNodes(l)
+		if err != nil {
+			return nil, err
+		}
+		walk(nodes)
+	}
+	if bareFileServer && !varsRoot {
+		roots = append(roots, ".") // a file_server without a root serves the working directory
+	}
+	return roots, nil
 }
