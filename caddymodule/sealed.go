@@ -253,4 +253,3 @@ func (o *originReaderAt) result(n, want int) (int, error) {
 	}
 	return n, nil
 }
-
