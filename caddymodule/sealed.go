@@ -172,13 +172,19 @@ func (h *Handler) openSealed(r *http.Request, next caddyhttp.Handler, id string,
 // dst. A chunk that fails authentication is refused, and logged with its
 // offset: nothing of it is served.
 func (h *Handler) readSealed(r *http.Request, next caddyhttp.Handler, item catalogItem, off int64, dst []byte) error {
-	sr, err := h.openSealed(r, next, item.ID, item.encSize)
-	if err != nil {
-		return err
-	}
-	n, err := sr.plain.ReadAt(dst, off)
-	if n == len(dst) {
-		return nil
+	var n int
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var sr *sealedReader
+		if sr, err = h.openSealed(r, next, item.ID, item.encSize); err != nil {
+			return err
+		}
+		if n, err = sr.plain.ReadAt(dst, off); n == len(dst) {
+			return nil
+		}
+		// The file may have been sealed again (a key rotation) since the
+		// reader read its header: read the header again, once.
+		h.forgetSealed(item.ID, item.encSize, sr)
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = fmt.Errorf("the sealed medium ends at %d", off+int64(n))
@@ -188,6 +194,16 @@ func (h *Handler) readSealed(r *http.Request, next caddyhttp.Handler, item catal
 		return err
 	}
 	return fmt.Errorf("%w: %s at offset %d: %w", protocol.ErrOrigin, item.ID, off+int64(n), err)
+}
+
+// forgetSealed drops the reader of a medium, if it is still sr.
+func (h *Handler) forgetSealed(id string, encSize int64, sr *sealedReader) {
+	a := h.atRest
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.readers[sealedKey{id, encSize}] == sr {
+		delete(a.readers, sealedKey{id, encSize})
+	}
 }
 
 // originReaderAt reads an age file at the origin with Range sub-requests,

@@ -43,6 +43,8 @@ func atRestKeys(t *testing.T) (*AtRestConfig, age.Recipient) {
 	return &AtRestConfig{Keys: keys, PassphraseFile: pass}, r
 }
 
+func recipientString(r age.Recipient) string { return r.(*age.X25519Recipient).String() }
+
 // seal encrypts plain to r with age itself.
 func seal(t *testing.T, plain []byte, r age.Recipient) []byte {
 	t.Helper()
@@ -229,4 +231,46 @@ func TestCustody(t *testing.T) {
 	if err := checkCustody(roots, map[string]string{"server key": filepath.Join(dir, "other", "server.key")}); err == nil {
 		t.Fatal("a server key under a file_server root was accepted")
 	}
+}
+
+// TestSealedRotation: keys rotate with no moment where the medium does
+// not play: a new identity added to the keys (a reload), the medium sealed
+// again to it under a reader that had read the old header, the old
+// identity retired (a reload).
+func TestSealedRotation(t *testing.T) {
+	cfg, oldR := atRestKeys(t)
+	plain := mediaBytes(3*64<<10+7, 4)
+	o := newOrigin(rangeMode, true, map[string][]byte{"a.flac.age": seal(t, plain, oldR)})
+	pass := []byte("correct horse battery staple")
+	rcpt, err := keystore.NewAtRestKey(cfg.Keys, pass, false) // rotation step 1: a new identity
+	if err != nil {
+		t.Fatal(err)
+	}
+	newR, _ := age.ParseX25519Recipient(rcpt)
+	e := newEnv(t, o, func(h *Handler) { h.AtRest = cfg }) // the reload that loads both
+	c := e.client(t)
+	if _, err := c.Catalog(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	chunkOf := func(c interface {
+		ReadChunk(context.Context, string, int64) ([]byte, error)
+	}, i int64) {
+		t.Helper()
+		start, end, _ := protocol.ChunkSpan(uint64(i), uint64(len(plain)), testChunkSize)
+		if got, err := c.ReadChunk(context.Background(), "a.flac", i); err != nil || !bytes.Equal(got, plain[start:end]) {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	chunkOf(c, 0)
+	o.set("a.flac.age", seal(t, plain, newR)) // step 2: sealed again (same size, another file key)
+	chunkOf(c, 100)
+	if err := keystore.RetireAtRestKey(cfg.Keys, pass, recipientString(oldR)); err != nil { // step 3
+		t.Fatal(err)
+	}
+	e2 := newEnv(t, o, func(h *Handler) { h.AtRest = cfg }) // the reload without it
+	c2 := e2.client(t)
+	if _, err := c2.Catalog(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	chunkOf(c2, 150)
 }
