@@ -4,22 +4,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-drm/caddy-drm/keystore"
 	"github.com/caddy-drm/caddy-drm/protocol"
+	"github.com/caddy-drm/caddy-drm/sealing"
 )
 
 // manifestCommand is `caddy drm manifest SRC`: a signed manifest
 // (protocol §22) beside every medium of a folder.
 func manifestCommand() *cobra.Command {
-	var cert, key, dir, publisher, blockSize string
+	var pub publisherFlags
+	var blockSize string
 	cmd := &cobra.Command{
 		Use:   "manifest <src>",
 		Short: "Sign a manifest for every medium under <src>",
@@ -30,23 +30,11 @@ of every block, signed by the publisher's key (--publisher-cert and
 --publisher-key, or --dir PKI --publisher NAME for one that
 'caddy drm pki issue publisher' made). Each manifest is written to a
 temporary file and renamed into place: none is ever half-written.
-clientproxy --content-ca checks every byte against them.`,
+clientproxy --content-ca checks every byte against them. ('caddy drm seal'
+writes the manifests of the media it seals.)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dir != "" || publisher != "" {
-				if dir == "" || publisher == "" || cert != "" || key != "" {
-					return errors.New("give --dir and --publisher together, or --publisher-cert and --publisher-key")
-				}
-				files, err := keystore.FilesIn(dir)
-				if err != nil {
-					return err
-				}
-				cert, key = files.Publisher(publisher).Cert, files.Publisher(publisher).Key
-			}
-			if cert == "" || key == "" {
-				return errors.New("no publisher key: give --publisher-cert and --publisher-key, or --dir and --publisher")
-			}
-			id, err := keystore.LoadIdentity(cert, key)
+			id, _, err := pub.load()
 			if err != nil {
 				return err
 			}
@@ -57,54 +45,90 @@ clientproxy --content-ca checks every byte against them.`,
 			return writeManifests(cmd, args[0], id, int(bs))
 		},
 	}
-	cmd.Flags().StringVar(&cert, "publisher-cert", "", "the publisher's certificate (PEM, chain to the content CA)")
-	cmd.Flags().StringVar(&key, "publisher-key", "", "the publisher's private key (PEM)")
-	cmd.Flags().StringVar(&dir, "dir", "", "a PKI directory of 'caddy drm pki' (with --publisher)")
-	cmd.Flags().StringVar(&publisher, "publisher", "", "the publisher's name in --dir")
+	pub.add(cmd)
 	cmd.Flags().StringVar(&blockSize, "block-size", humanize.IBytes(protocol.DefaultManifestBlockSize), "bytes per hashed block: a power of two, 4KiB to 16MiB")
 	return cmd
 }
 
-// writeManifests signs a manifest for every medium under src.
-func writeManifests(cmd *cobra.Command, src string, id *keystore.Identity, blockSize int) error {
+// publisherFlags choose the publisher key that signs manifests.
+type publisherFlags struct {
+	cert, key, dir, name string
+}
+
+func (p *publisherFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&p.cert, "publisher-cert", "", "the publisher's certificate (PEM, chain to the content CA)")
+	cmd.Flags().StringVar(&p.key, "publisher-key", "", "the publisher's private key (PEM)")
+	cmd.Flags().StringVar(&p.dir, "dir", "", "a PKI directory of 'caddy drm pki' (with --publisher)")
+	cmd.Flags().StringVar(&p.name, "publisher", "", "the publisher's name in --dir")
+}
+
+// load reads the publisher's key and chain; it also returns the key's file.
+func (p *publisherFlags) load() (*keystore.Identity, string, error) {
+	cert, key := p.cert, p.key
+	if p.dir != "" || p.name != "" {
+		if p.dir == "" || p.name == "" || cert != "" || key != "" {
+			return nil, "", errors.New("give --dir and --publisher together, or --publisher-cert and --publisher-key")
+		}
+		files, err := keystore.FilesIn(p.dir)
+		if err != nil {
+			return nil, "", err
+		}
+		cert, key = files.Publisher(p.name).Cert, files.Publisher(p.name).Key
+	}
+	if cert == "" || key == "" {
+		return nil, "", errors.New("no publisher key: give --publisher-cert and --publisher-key, or --dir and --publisher")
+	}
+	id, err := keystore.LoadIdentity(cert, key)
+	return id, key, err
+}
+
+// isMediumFile says which files of a folder are media: the extensions the
+// catalog knows.
+func isMediumFile(path string) bool {
+	_, ok := contentTypeFor(path)
+	return ok
+}
+
+// mediaInfoOf returns what the manifests of the media under src say
+// besides their bytes: the content type of the extension, and the
+// content type and duration src/catalog.json gives, if it has one.
+func mediaInfoOf(src string) (func(rel string) protocol.MediaInfo, error) {
 	catalog := map[string]catalogEntry{}
 	if b, err := os.ReadFile(filepath.Join(src, "catalog.json")); err == nil {
 		var entries []catalogEntry
 		if err := json.Unmarshal(b, &entries); err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(src, "catalog.json"), err)
+			return nil, fmt.Errorf("%s: %w", filepath.Join(src, "catalog.json"), err)
 		}
 		for _, e := range entries {
 			catalog[e.ID] = e
 		}
 	}
-	var media []string
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		if _, ok := contentTypeFor(path); ok {
-			media = append(media, path)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	sort.Strings(media)
-	for _, path := range media {
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		info := protocol.MediaInfo{ID: filepath.ToSlash(rel), Size: -1}
-		info.ContentType, _ = contentTypeFor(path)
-		if e, ok := catalog[info.ID]; ok {
+	return func(rel string) protocol.MediaInfo {
+		info := protocol.MediaInfo{ID: rel, Size: -1}
+		info.ContentType, _ = contentTypeFor(rel)
+		if e, ok := catalog[rel]; ok {
 			info.Duration = e.Duration
 			if e.ContentType != "" {
 				info.ContentType = e.ContentType
 			}
 		}
-		n, err := writeManifest(path, info, id, blockSize)
+		return info
+	}, nil
+}
+
+// writeManifests signs a manifest for every medium under src.
+func writeManifests(cmd *cobra.Command, src string, id *keystore.Identity, blockSize int) error {
+	info, err := mediaInfoOf(src)
+	if err != nil {
+		return err
+	}
+	media, err := sealing.Media(src, isMediumFile)
+	if err != nil {
+		return err
+	}
+	for _, rel := range media {
+		path := filepath.Join(src, filepath.FromSlash(rel))
+		n, err := writeManifest(path, info(rel), id, blockSize)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
@@ -132,18 +156,6 @@ func writeManifest(path string, info protocol.MediaInfo, id *keystore.Identity, 
 	if err != nil {
 		return 0, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".manifest-*")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(tmp.Name()) // gone after the rename
-	if _, err := tmp.Write(signed); err != nil {
-		tmp.Close()
-		return 0, err
-	}
-	if err := errors.Join(tmp.Chmod(0o644), tmp.Sync(), tmp.Close()); err != nil {
-		return 0, err
-	}
 	first, last := m.Blocks(0, m.Size)
-	return last - first + 1, os.Rename(tmp.Name(), path+manifestSuffix)
+	return last - first + 1, sealing.WriteFileAtomic(path+manifestSuffix, signed, 0o644)
 }

@@ -77,7 +77,7 @@ func TestManifestCommand(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(src, "README.txt.manifest")); err == nil {
 		t.Error("a manifest for a file that is not a medium")
 	}
-	if left, _ := filepath.Glob(filepath.Join(src, ".manifest-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(src, ".seal-*")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
