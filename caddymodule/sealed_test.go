@@ -263,7 +263,15 @@ func TestSealedRotation(t *testing.T) {
 	}
 	chunkOf(c, 0)
 	o.set("a.flac.age", seal(t, plain, newR)) // step 2: sealed again (same size, another file key)
-	chunkOf(c, 170) // past the read-ahead window of chunk 0: the new bytes
+	// Past the read-ahead window of chunk 0: the new bytes, under the old
+	// header. One request, answered (no client retry hides a refusal).
+	s := e.session(t)
+	req := s.NewChunkRequest("a.flac", 170)
+	if resp, body := e.post(t, "chunk", req.Envelope()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a chunk after the medium was sealed again: %s %q", resp.Status, resp.Header.Get("Drm-Error"))
+	} else if chunk, err := req.OpenChunk(body); err != nil || !bytes.Equal(chunk.Data, plain[170*testChunkSize:171*testChunkSize]) {
+		t.Fatalf("chunk 170: %v", err)
+	}
 	if err := keystore.RetireAtRestKey(cfg.Keys, pass, recipientString(oldR)); err != nil { // step 3
 		t.Fatal(err)
 	}
