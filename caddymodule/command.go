@@ -8,8 +8,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "drm",
-		Usage: "pki init|issue|revoke|crl ... | manifest SRC | licenses [--store FILE]",
-		Short: "Tools of the drm module (development PKI, licenses)",
+		Usage: "pki init|issue|revoke|crl ... | manifest SRC | keys new|list|retire FILE | seal SRC DST | seal --verify DST | licenses [--store FILE]",
+		Short: "Tools of the drm module (development PKI, manifests, sealed media, licenses)",
 		Long: `
 'caddy drm pki init DIR' makes a development PKI for the drm handler:
 
@@ -30,9 +30,15 @@ certificates; 'caddy drm pki revoke CERT' revokes one (delta CRL);
 
 'caddy drm manifest SRC' signs a manifest beside every medium of SRC.
 
+'caddy drm keys new FILE' makes (or adds to) a passphrase-protected file of
+at-rest identities; 'caddy drm seal SRC DST --keys FILE' encrypts the media
+of SRC into DST (age files, with their signed manifests), and
+'caddy drm seal --verify DST --keys FILE' checks them. See 'caddy drm keys
+--help' for key rotation.
+
 'caddy drm licenses' lists the licenses in a bbolt license store.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(pkiCommand(), manifestCommand(), licensesCommand())
+			cmd.AddCommand(pkiCommand(), manifestCommand(), keysCommand(), sealCommand(), licensesCommand())
 		},
 	})
 }
