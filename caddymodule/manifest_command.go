@@ -50,9 +50,11 @@ clientproxy --content-ca checks every byte against them.`,
 			if err != nil {
 				return err
 			}
-			bs, err := humanize.ParseBytes(blockSize)
-			if err != nil {
-				return fmt.Errorf("--block-size: %w", err)
+			var bs uint64
+			if blockSize != "auto" {
+				if bs, err = humanize.ParseBytes(blockSize); err != nil || bs == 0 {
+					return fmt.Errorf("--block-size %q: want a size such as 64KiB, or auto", blockSize)
+				}
 			}
 			return writeManifests(cmd, args[0], id, int(bs))
 		},
@@ -61,7 +63,7 @@ clientproxy --content-ca checks every byte against them.`,
 	cmd.Flags().StringVar(&key, "publisher-key", "", "the publisher's private key (PEM)")
 	cmd.Flags().StringVar(&dir, "dir", "", "a PKI directory of 'caddy drm pki' (with --publisher)")
 	cmd.Flags().StringVar(&publisher, "publisher", "", "the publisher's name in --dir")
-	cmd.Flags().StringVar(&blockSize, "block-size", humanize.IBytes(protocol.DefaultManifestBlockSize), "bytes per hashed block: a power of two, 4KiB to 16MiB")
+	cmd.Flags().StringVar(&blockSize, "block-size", "auto", "bytes per hashed block: a power of two, 4KiB to 16MiB; auto: 64KiB, larger for media of more than 100000 blocks")
 	return cmd
 }
 
@@ -124,6 +126,11 @@ func writeManifest(path string, info protocol.MediaInfo, id *keystore.Identity, 
 		return 0, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	info.Size = st.Size() // known up front: the automatic block size needs it
 	m, err := protocol.BuildManifest(f, info, blockSize)
 	if err != nil {
 		return 0, err
