@@ -38,15 +38,17 @@ writes the manifests of the media it seals.)`,
 			if err != nil {
 				return err
 			}
-			bs, err := humanize.ParseBytes(blockSize)
-			if err != nil {
-				return fmt.Errorf("--block-size: %w", err)
+			var bs uint64
+			if blockSize != "auto" {
+				if bs, err = humanize.ParseBytes(blockSize); err != nil || bs == 0 {
+					return fmt.Errorf("--block-size %q: want a size such as 64KiB, or auto", blockSize)
+				}
 			}
 			return writeManifests(cmd, args[0], id, int(bs))
 		},
 	}
 	pub.add(cmd)
-	cmd.Flags().StringVar(&blockSize, "block-size", humanize.IBytes(protocol.DefaultManifestBlockSize), "bytes per hashed block: a power of two, 4KiB to 16MiB")
+	cmd.Flags().StringVar(&blockSize, "block-size", "auto", "bytes per hashed block: a power of two, 4KiB to 16MiB; auto: 64KiB, larger for media of more than 100000 blocks")
 	return cmd
 }
 
@@ -148,6 +150,11 @@ func writeManifest(path string, info protocol.MediaInfo, id *keystore.Identity, 
 		return 0, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	info.Size = st.Size() // known up front: the automatic block size needs it
 	m, err := protocol.BuildManifest(f, info, blockSize)
 	if err != nil {
 		return 0, err

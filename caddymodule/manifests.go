@@ -87,7 +87,9 @@ func (h *Handler) manifest(r *http.Request, next caddyhttp.Handler, item catalog
 		ms.mu.Unlock()
 	}
 	if e.signed == nil {
-		return nil, fmt.Errorf("%w: %s: %w", protocol.ErrNoManifest, item.ID, e.err)
+		// %v: why the manifest was refused (a certificate's public reason,
+		// say) is the log's, not the client's.
+		return nil, fmt.Errorf("%w: %s: %v", protocol.ErrNoManifest, item.ID, e.err)
 	}
 	return e.signed, nil
 }

@@ -79,6 +79,8 @@ type Client struct {
 	sess  *protocol.ClientSession
 	sizes map[string]int64 // media sizes from the catalog
 	plays *plays
+	// chunkSize is the first session's: every later session must have it.
+	chunkSize int
 
 	manifests *manifests // nil: media are not checked against manifests
 
@@ -203,11 +205,13 @@ func (c *Client) fetch(ctx context.Context, id string, index int64) ([]byte, err
 	if c.manifests != nil {
 		return c.readVerified(ctx, play, id, index)
 	}
-	return c.readChunk(ctx, play, id, index)
+	return c.readChunk(ctx, play, id, index, -1)
 }
 
 // readChunk fetches and authenticates chunk index of id as part of play.
-func (c *Client) readChunk(ctx context.Context, play protocol.PlayID, id string, index int64) ([]byte, error) {
+// The medium's size in the chunk must be wantSize if that is not negative
+// (its manifest's), and the catalog's if the catalog lists it.
+func (c *Client) readChunk(ctx context.Context, play protocol.PlayID, id string, index, wantSize int64) ([]byte, error) {
 	var data []byte
 	var soon bool
 	var used *protocol.Request
@@ -221,6 +225,9 @@ func (c *Client) readChunk(ctx context.Context, play protocol.PlayID, id string,
 		c.mu.Lock()
 		want, known := c.sizes[id]
 		c.mu.Unlock()
+		if wantSize >= 0 && uint64(wantSize) != chunk.MediaSize {
+			return fmt.Errorf("%w: %s is %d bytes in its manifest but %d in chunk %d", protocol.ErrManifestMismatch, id, wantSize, chunk.MediaSize, index)
+		}
 		if known && uint64(want) != chunk.MediaSize {
 			return fmt.Errorf("%w: %s is %d bytes in the catalog but %d in chunk %d", protocol.ErrUnexpectedReply, id, want, chunk.MediaSize, index)
 		}
@@ -377,6 +384,18 @@ func (c *Client) session(ctx context.Context) (*protocol.ClientSession, error) {
 		if err := c.authenticate(ctx, s); err != nil {
 			return nil, err
 		}
+	}
+	c.mu.Lock()
+	pinned := c.chunkSize
+	if pinned == 0 {
+		c.chunkSize = s.ChunkSize()
+	}
+	c.mu.Unlock()
+	if pinned != 0 && pinned != s.ChunkSize() {
+		// Offsets computed with the old size would take bytes from the
+		// wrong place: fail closed.
+		return nil, fmt.Errorf("%w: the server's chunk size changed from %d to %d bytes; restart clientproxy to follow it",
+			protocol.ErrUnexpectedReply, pinned, s.ChunkSize())
 	}
 	c.logger.Info("session opened", "endpoint", s.Endpoint(), "suite", s.Suite(), "chunk_size", s.ChunkSize(),
 		"rekey_after_chunks", s.Limits().Chunks, "credentials", s.CredentialsRequested())

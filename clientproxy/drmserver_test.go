@@ -46,8 +46,10 @@ type drmServer struct {
 	media     map[string][]byte
 	catalog   []protocol.MediaInfo
 	stats     drmStats
-	licenses  *fakeLicenses     // nil: views are not counted
-	manifests map[string][]byte // signed manifests by media id
+	opts      drmOptions         // as made, for reconfigure
+	identity  *keystore.Identity // the server's
+	licenses  *fakeLicenses      // nil: views are not counted
+	manifests map[string][]byte  // signed manifests by media id
 }
 
 // drmOptions configure a drmServer; zero values take the defaults.
@@ -118,6 +120,8 @@ func newDRMServer(t testing.TB, opts drmOptions) *drmServer {
 		t.Fatal(err)
 	}
 	s := &drmServer{
+		opts:     opts,
+		identity: id,
 		Roots:    roots,
 		Endpoint: opts.Endpoint,
 		srv:      srv,

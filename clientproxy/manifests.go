@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/caddy-drm/caddy-drm/protocol"
 )
 
@@ -27,10 +29,9 @@ const (
 
 type manifests struct {
 	verify func(chain [][]byte) (*x509.Certificate, error)
-	// fetching is held while a manifest is fetched: the reads of a
-	// medium's first chunks (the player's and the read-ahead's) fetch it
-	// once.
-	fetching chan struct{}
+	// flight makes the reads that need the same manifest or the same
+	// blocks at once (the player's and the read-ahead's) fetch them once.
+	flight singleflight.Group
 
 	mu      sync.Mutex
 	byID    map[string]manifestEntry
@@ -46,8 +47,11 @@ type manifestEntry struct {
 }
 
 // blockKey names a verified block. The play is part of it, like the chunk
-// cache's: a new play is fetched from the server, which counts it.
+// cache's: a new play is fetched from the server, which counts it. So is
+// the manifest that verified it: a medium re-signed (another block size,
+// say) starts afresh, never mixing blocks two manifests vouch for.
 type blockKey struct {
+	m     *protocol.Manifest
 	id    string
 	play  protocol.PlayID
 	index int64
@@ -59,7 +63,7 @@ type verifiedBlock struct {
 }
 
 func newManifests(verify func(chain [][]byte) (*x509.Certificate, error)) *manifests {
-	return &manifests{verify: verify, fetching: make(chan struct{}, 1), byID: map[string]manifestEntry{}, blocks: list.New(), index: map[blockKey]*list.Element{}, maxSize: defaultVerifiedBytes}
+	return &manifests{verify: verify, byID: map[string]manifestEntry{}, blocks: list.New(), index: map[blockKey]*list.Element{}, maxSize: defaultVerifiedBytes}
 }
 
 func (ms *manifests) block(k blockKey) ([]byte, bool) {
@@ -101,13 +105,26 @@ func (c *Client) manifest(ctx context.Context, id string) (*protocol.Manifest, e
 	if m, ok := cached(); ok {
 		return m, nil
 	}
-	if err := acquire(ctx, ms.fetching); err != nil {
-		return nil, err
+	ch := ms.flight.DoChan("manifest\x00"+id, func() (any, error) {
+		if m, ok := cached(); ok {
+			return m, nil // fetched by another read meanwhile
+		}
+		return c.fetchManifest(context.WithoutCancel(ctx), id)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*protocol.Manifest), nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
 	}
-	defer func() { <-ms.fetching }()
-	if m, ok := cached(); ok {
-		return m, nil // fetched by another read meanwhile
-	}
+}
+
+// fetchManifest fetches, verifies and keeps the manifest of media id.
+func (c *Client) fetchManifest(ctx context.Context, id string) (*protocol.Manifest, error) {
+	ms := c.manifests
 	var signed []byte
 	_, err := c.do(ctx, fmt.Sprintf("manifest of %q", id), func(s *protocol.ClientSession) *protocol.Request {
 		return s.NewManifestRequest(id)
@@ -149,6 +166,15 @@ func (c *Client) readVerified(ctx context.Context, play protocol.PlayID, id stri
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	size, known := c.sizes[id]
+	c.mu.Unlock()
+	if known && size != m.Size {
+		// The catalog changed since the manifest was verified (a medium
+		// cut short, say): what the player is told must be what the
+		// publisher signed.
+		return nil, fmt.Errorf("%w: %q is %d bytes in the catalog, %d in its manifest", protocol.ErrManifestMismatch, id, size, m.Size)
+	}
 	start, end, ok := protocol.ChunkSpan(uint64(index), uint64(m.Size), cs)
 	if !ok {
 		return nil, fmt.Errorf("%w: chunk %d lies past the end of %q (%d bytes, from its manifest)", protocol.ErrOutOfRange, index, id, m.Size)
@@ -157,18 +183,31 @@ func (c *Client) readVerified(ctx context.Context, play protocol.PlayID, id stri
 	blocks := make([][]byte, 0, last-first+1)
 	missing := false
 	for b := first; b <= last; b++ {
-		data, ok := c.manifests.block(blockKey{id, play, b})
+		data, ok := c.manifests.block(blockKey{m, id, play, b})
 		missing = missing || !ok
 		blocks = append(blocks, data)
 	}
 	if missing {
-		if blocks, err = c.fetchBlocks(ctx, play, id, m, first, last, cs); err != nil {
-			return nil, err
+		key := fmt.Sprintf("blocks\x00%p\x00%s\x00%s\x00%d\x00%d", m, id, play, first, last)
+		ch := c.manifests.flight.DoChan(key, func() (any, error) {
+			return c.fetchBlocks(context.WithoutCancel(ctx), play, id, m, first, last, cs)
+		})
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return nil, res.Err
+			}
+			blocks = res.Val.([][]byte)
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
 		}
 	}
 	out := make([]byte, 0, end-start)
 	for i, data := range blocks {
-		bs, _, _ := m.BlockSpan(first + int64(i))
+		bs, be, _ := m.BlockSpan(first + int64(i))
+		if int64(len(data)) != be-bs {
+			return nil, fmt.Errorf("%w: block %d of %q has %d bytes, its manifest %d", protocol.ErrManifestMismatch, first+int64(i), id, len(data), be-bs)
+		}
 		lo, hi := max(bs, int64(start)), min(bs+int64(len(data)), int64(end))
 		out = append(out, data[lo-bs:hi-bs]...)
 	}
@@ -182,7 +221,7 @@ func (c *Client) fetchBlocks(ctx context.Context, play protocol.PlayID, id strin
 	_, to, _ := m.BlockSpan(last)
 	raw := make([]byte, 0, to-from)
 	for ci := from / int64(cs); ci*int64(cs) < to || ci == 0 && to == 0; ci++ {
-		data, err := c.readChunk(ctx, play, id, ci)
+		data, err := c.readChunk(ctx, play, id, ci, m.Size)
 		if err != nil {
 			return nil, err
 		}
@@ -208,7 +247,7 @@ func (c *Client) fetchBlocks(ctx context.Context, play protocol.PlayID, id strin
 			c.logger.Error("block refused: it does not match the publisher's manifest", "id", id, "offset", offset, "block", b, "err", err)
 			return nil, err
 		}
-		c.manifests.keep(blockKey{id, play, b}, data)
+		c.manifests.keep(blockKey{m, id, play, b}, data)
 		blocks = append(blocks, data)
 	}
 	return blocks, nil

@@ -32,9 +32,9 @@ var (
 )
 
 const (
-	// DefaultManifestBlockSize is the block size BuildManifest uses when
+	// defaultManifestBlockSize is the block size BuildManifest uses when
 	// asked for none (it doubles it while the medium has too many blocks).
-	DefaultManifestBlockSize = 64 << 10
+	defaultManifestBlockSize = 64 << 10
 	minManifestBlockSize     = 4 << 10
 	maxManifestBlockSize     = 16 << 20
 	// maxManifestBlocks bounds the hashes of one manifest, so that the
@@ -98,13 +98,13 @@ func manifestBlockCount(size int64, blockSize int) int64 {
 // BuildManifest reads r to its end and makes the manifest of the medium
 // info describes (its ID, Size, ContentType and Duration; Title is not
 // part of a manifest), with blocks of blockSize bytes. blockSize 0 picks
-// DefaultManifestBlockSize, doubled while the medium (if info.Size ≥ 0)
+// defaultManifestBlockSize, doubled while the medium (if info.Size ≥ 0)
 // would have more blocks than a manifest may hold. When info.Size ≥ 0, the
 // bytes read must be exactly that many; with info.Size < 0 the size is
 // what r holds.
 func BuildManifest(r io.Reader, info MediaInfo, blockSize int) (*Manifest, error) {
 	if blockSize == 0 {
-		blockSize = DefaultManifestBlockSize
+		blockSize = defaultManifestBlockSize
 		for info.Size >= 0 && blockSize < maxManifestBlockSize && manifestBlockCount(info.Size, blockSize) > maxManifestBlocks {
 			blockSize *= 2
 		}

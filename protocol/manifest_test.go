@@ -210,16 +210,16 @@ func TestBuildManifestRefuses(t *testing.T) {
 	}
 	// Size -1: whatever r holds; blockSize 0: the default.
 	m, err := BuildManifest(iotest.HalfReader(bytes.NewReader(data)), MediaInfo{ID: "a", Size: -1}, 0)
-	if err != nil || m.Size != 5000 || m.BlockSize != DefaultManifestBlockSize {
+	if err != nil || m.Size != 5000 || m.BlockSize != defaultManifestBlockSize {
 		t.Fatalf("%+v %v", m, err)
 	}
 	// blockSize 0 grows the default for a large medium.
-	big := MediaInfo{ID: "a", Size: maxManifestBlocks*DefaultManifestBlockSize + 1}
-	bs := DefaultManifestBlockSize
+	big := MediaInfo{ID: "a", Size: maxManifestBlocks*defaultManifestBlockSize + 1}
+	bs := defaultManifestBlockSize
 	for manifestBlockCount(big.Size, bs) > maxManifestBlocks {
 		bs *= 2
 	}
-	if bs == DefaultManifestBlockSize {
+	if bs == defaultManifestBlockSize {
 		t.Fatal("test medium too small")
 	}
 	if _, err := BuildManifest(bytes.NewReader(nil), big, 0); err == nil || !strings.Contains(err.Error(), fmt.Sprint(big.Size)) {
