@@ -15,7 +15,7 @@ FUZZ_PKGS := ./protocol ./caddymodule ./keystore ./licensing
 # is newer than it.
 SOURCES := $(shell find . -path ./demo -prune -o \( -name '*.go' -o -name go.mod -o -name go.sum \) -print)
 
-.PHONY: all caddy clientproxy demo deps ref test test-short check fuzz e2e bench clean
+.PHONY: all caddy clientproxy demo deps ref test test-short check fuzz e2e bench bench-sealed clean
 
 all: caddy clientproxy
 
@@ -82,6 +82,11 @@ e2e: deps
 bench: caddy clientproxy
 	cd $(TOOLS) && $(GO) build -o $(CURDIR)/$(BIN)/drmbench ./drmbench
 	$(BIN)/drmbench -caddy $(BIN)/caddy -clientproxy $(BIN)/clientproxy -out bench/results
+	./scripts/bench-sealed.sh
+
+# The sealed-media rows alone (~1 min).
+bench-sealed:
+	./scripts/bench-sealed.sh
 
 clean:
 	rm -rf $(BIN) demo

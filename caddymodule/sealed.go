@@ -148,7 +148,9 @@ func (h *Handler) openSealed(r *http.Request, next caddyhttp.Handler, id string,
 		// cancellation.
 		base: r.WithContext(context.WithoutCancel(r.Context())),
 		next: next, path: originPathFor(h.OriginPath, id+sealedSuffix), size: encSize,
-		window: max(int64(h.ChunkSize)/(64<<10)+1, 2) * ageChunk,
+		// Two protocol chunks' worth (four age chunks at least): few
+		// sub-requests for a listener reading on, a few chunks for a seek.
+		window: max(2*int64(h.ChunkSize)/(64<<10)+1, 4) * ageChunk,
 	}
 	plain, size, err := age.DecryptReaderAt(src, encSize, a.identities...)
 	if err != nil {
