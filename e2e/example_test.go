@@ -38,8 +38,20 @@ func TestCaddyfileExampleRuns(t *testing.T) {
 	pkiCLI(t, caddyBin, pki, "issue", "device", "demo-laptop")
 	pkiCLI(t, caddyBin, pki, "issue", "user", "--serial", "BI12345678", "--name", "Demo Listener")
 	pkiCLI(t, caddyBin, pki, "issue", "publisher", "demo-label")
-	if out, err := exec.Command(caddyBin, "drm", "manifest", filepath.Join(dir, "demo", "media"), "--dir", pki, "--publisher", "demo-label").CombinedOutput(); err != nil {
-		t.Fatalf("caddy drm manifest: %v\n%s", err, out)
+	secrets := filepath.Join(dir, "demo", "secrets")
+	os.MkdirAll(secrets, 0o700)
+	pass := filepath.Join(secrets, "passphrase")
+	if err := os.WriteFile(pass, []byte("example passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"keys", "new", filepath.Join(secrets, "at-rest.keys"), "--passphrase-file", pass},
+		{"seal", filepath.Join(dir, "demo", "media"), filepath.Join(dir, "demo", "sealed"), "--keys", filepath.Join(secrets, "at-rest.keys"),
+			"--passphrase-file", pass, "--dir", pki, "--publisher", "demo-label"},
+	} {
+		if out, err := exec.Command(caddyBin, append([]string{"drm"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("caddy drm %s: %v\n%s", args[0], err, out)
+		}
 	}
 
 	port := freePort(t)

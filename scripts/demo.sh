@@ -52,9 +52,18 @@ make_track() { # file title ffmpeg-source [codec args...]
 	echo "]"
 } >demo/media/catalog.json.tmp
 mv demo/media/catalog.json.tmp demo/media/catalog.json
-# A signed manifest beside every track: clientproxy --content-ca checks
-# every byte against it.
-bin/caddy drm manifest demo/media --dir demo/pki --publisher demo-label >/dev/null
+# The tracks sealed at rest: age files in demo/sealed, each with its
+# signed manifest (clientproxy --content-ca checks every byte against it),
+# to an at-rest identity whose file a passphrase protects. Both live in
+# demo/secrets, outside what Caddy serves. Unchanged tracks are skipped.
+mkdir -p demo/secrets
+chmod 700 demo/secrets
+if [ ! -s demo/secrets/passphrase ]; then
+	(umask 077 && head -c 24 /dev/urandom | base64 >demo/secrets/passphrase)
+fi
+[ -s demo/secrets/at-rest.keys ] || bin/caddy drm keys new demo/secrets/at-rest.keys --passphrase-file demo/secrets/passphrase >/dev/null
+bin/caddy drm seal demo/media demo/sealed --keys demo/secrets/at-rest.keys --passphrase-file demo/secrets/passphrase \
+	--dir demo/pki --publisher demo-label >/dev/null
 
 pids=()
 cleanup() {
@@ -112,8 +121,9 @@ Play it:
   mpv http://$listen/playlist.m3u
   mpv --start=10 http://$listen/media/chirp.opus
 
-Every track has a manifest signed by the demo publisher, and clientproxy
-checks every byte against it (--content-ca).
+Every track is sealed at rest (demo/sealed, age) with a manifest signed
+by the demo publisher, and clientproxy checks every byte against it
+(--content-ca).
 Licenses: five plays per track, then 402; clientproxy renews them
 (DEMO_RENEW=ask asks y/n on this terminal, DEMO_RENEW=never passes the 402
 to the player). After Ctrl-C:
