@@ -63,7 +63,6 @@ type catalogItem struct {
 	protocol.MediaInfo
 	license *mediaLicense // nil: the site's terms
 	sealed  bool          // at the origin as {id}.age, Size is the plaintext's
-	encSize int64         // the .age file's size
 }
 
 // listingEntry is one item of Caddy's JSON directory listing.
@@ -110,7 +109,7 @@ type catalog struct {
 	originPath, file string
 	// sealedSize opens a sealed medium and returns its plaintext size (nil:
 	// sealed media are not listed); onlySealed leaves plain media out.
-	sealedSize func(r *http.Request, next caddyhttp.Handler, id string, encSize int64) (int64, error)
+	sealedSize func(r *http.Request, next caddyhttp.Handler, id string) (int64, error)
 	onlySealed bool
 
 	mu         sync.Mutex
@@ -195,8 +194,8 @@ func (c *catalog) lookup(r *http.Request, next caddyhttp.Handler, id string) (ca
 		}
 	}
 	if i, ok := snap.byID[id]; ok {
-		enc, sealed := snap.sealed[id]
-		return catalogItem{snap.items[i], snap.licenses[id], sealed, enc}, nil
+		_, sealed := snap.sealed[id]
+		return catalogItem{snap.items[i], snap.licenses[id], sealed}, nil
 	}
 	return catalogItem{}, fmt.Errorf("%w: %q is not in the catalog", protocol.ErrNotFound, id)
 }
@@ -242,7 +241,7 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 			}
 			enc = s.total
 		}
-		size, err := c.sealedSize(r, next, id, enc)
+		size, err := c.sealedSize(r, next, id)
 		if err != nil {
 			return 0, false // logged where it was opened
 		}

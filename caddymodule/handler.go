@@ -237,12 +237,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.catalog = &catalog{originPath: h.OriginPath, file: h.CatalogFile}
 	if h.atRest != nil {
 		h.catalog.onlySealed = h.atRest.require
-		h.catalog.sealedSize = func(r *http.Request, next caddyhttp.Handler, id string, encSize int64) (int64, error) {
-			sr, err := h.openSealed(r, next, id, encSize)
-			if err != nil {
-				return 0, err
-			}
-			return sr.size, nil
+		h.catalog.sealedSize = func(r *http.Request, next caddyhttp.Handler, id string) (int64, error) {
+			_, size, err := h.openSealed(r, next, id)
+			return size, err
 		}
 	}
 	// Room for a whole sealed chunk: header, chunk, the most a cipher adds.

@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
-	"context"
+	"container/list"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,23 +22,25 @@ import (
 
 // Media sealed at rest (`caddy drm seal`): medium "a/b.flac" lies at the
 // origin as "a/b.flac.age", an age file (ChaCha20-Poly1305 STREAM, 64 KiB
-// chunks). The handler decrypts it with random access: age's
-// DecryptReaderAt over an io.ReaderAt whose reads are Range sub-requests
-// to the next handler, reading ahead a protocol chunk's worth of age
-// chunks at a time. One reader per medium is kept: opening one reads the
-// header and the last age chunk.
+// chunks). The handler decrypts it with random access: for each chunk
+// request, age's DecryptReaderAt over an io.ReaderAt whose reads are Range
+// sub-requests of that request to the next handler. The file's head is
+// read afresh every time (a few KiB: a medium sealed again is seen at
+// once); the rest comes in read-ahead windows of two protocol chunks,
+// cached across requests under the hash of the head.
 
 const (
 	sealedSuffix = ".age"
 	// ageChunk is the size of an age STREAM chunk on disk: 64 KiB of
 	// plaintext and its 16-byte tag.
 	ageChunk = 64<<10 + 16
-	// maxSealedReaders bounds the readers kept (a header and a few
-	// read-ahead windows each).
-	maxSealedReaders = 1024
-	// sealedWindows is how many read-ahead windows a reader keeps: a few
-	// listeners of one medium at different places.
-	sealedWindows = 4
+	// headBytes is what a chunk request reads of a sealed file's start,
+	// afresh each time: the age header (a hybrid post-quantum one is
+	// under 2 KiB) and the first bytes of the payload.
+	headBytes = 4 << 10
+	// maxWindowBytes bounds the read-ahead windows kept, all media
+	// together.
+	maxWindowBytes = 64 << 20
 )
 
 // AtRestConfig decrypts media sealed at rest.
@@ -57,20 +61,7 @@ type AtRestConfig struct {
 type atRest struct {
 	identities []age.Identity
 	require    bool
-
-	mu      sync.Mutex
-	readers map[sealedKey]*sealedReader
-}
-
-type sealedKey struct {
-	id      string
-	encSize int64 // a re-sealed medium (another size) gets a new reader
-}
-
-// sealedReader is an opened sealed medium.
-type sealedReader struct {
-	plain io.ReaderAt
-	size  int64 // plaintext
+	windows    *windowCache
 }
 
 func (h *Handler) setupAtRest() (*atRest, error) {
@@ -92,22 +83,28 @@ func (h *Handler) setupAtRest() (*atRest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("drm: at_rest: %w", err)
 	}
-	return &atRest{identities: keys.Identities(), require: c.RequireSealed, readers: map[sealedKey]*sealedReader{}}, nil
+	if c.PassphraseFile != "" {
+		if st, err := os.Stat(c.PassphraseFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("drm: at_rest: the passphrase file %s is readable by others (mode %v): chmod 600 it", c.PassphraseFile, st.Mode().Perm())
+		}
+	}
+	return &atRest{identities: keys.Identities(), require: c.RequireSealed, windows: newWindowCache(maxWindowBytes)}, nil
 }
 
 // checkCustody refuses secrets under a root the server's file handlers
 // serve from: the at-rest keys beside the media they protect would
 // protect nothing (the design this descends from kept the key in the
-// file's header).
+// file's header). A root with a placeholder counts from its fixed start
+// ("/srv/{host}" as "/srv").
 func checkCustody(roots []string, secrets map[string]string) error {
-	for what, file := range secrets {
-		if file == "" {
-			continue
+	for _, root := range roots {
+		if i := strings.IndexByte(root, '{'); i >= 0 {
+			if root = filepath.Dir(root[:i] + "x"); root == "." || root == "/" && i == 0 {
+				continue // nothing fixed to check
+			}
 		}
-		f := realPath(file)
-		for _, root := range roots {
-			r := realPath(root)
-			if rel, err := filepath.Rel(r, f); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		for what, file := range secrets {
+			if err := keystore.CheckOutside(root, file); err != nil {
 				return fmt.Errorf("drm: refusing to start: the %s %s lies under %s, which a file_server of this server serves: keep it outside every origin root", what, file, root)
 			}
 		}
@@ -115,78 +112,52 @@ func checkCustody(roots []string, secrets map[string]string) error {
 	return nil
 }
 
-// realPath is path made absolute, symbolic links resolved where it exists.
-func realPath(p string) string {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return p
-	}
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		return real
-	}
-	return abs
-}
-
-// openSealed returns the reader of sealed medium id, whose age file has
-// encSize bytes, opening it (header and last chunk read and checked) the
-// first time.
-func (h *Handler) openSealed(r *http.Request, next caddyhttp.Handler, id string, encSize int64) (*sealedReader, error) {
+// openSealed opens sealed medium id for this request: its age header read
+// afresh from the origin (a small sub-request, so a medium sealed again
+// is seen at once), the rest through the window cache, every sub-request
+// made from r itself. It returns the plaintext reader and its size.
+func (h *Handler) openSealed(r *http.Request, next caddyhttp.Handler, id string) (io.ReaderAt, int64, error) {
 	a := h.atRest
 	if a == nil {
-		return nil, fmt.Errorf("%w: %s is sealed and this server has no at_rest keys", protocol.ErrOrigin, id)
+		return nil, 0, fmt.Errorf("%w: %s is sealed and this server has no at_rest keys", protocol.ErrOrigin, id)
 	}
-	key := sealedKey{id, encSize}
-	a.mu.Lock()
-	sr, ok := a.readers[key]
-	a.mu.Unlock()
-	if ok {
-		return sr, nil
+	path := originPathFor(h.OriginPath, id+sealedSuffix)
+	head, err := fetchRange(r, next, path, 0, headBytes, make([]byte, 0, headBytes))
+	if err != nil {
+		return nil, 0, err
 	}
-	src := &originReaderAt{
-		// The reader outlives this request: its sub-requests keep the
-		// request's values (Caddy's replacer, the server) without its
-		// cancellation.
-		base: r.WithContext(context.WithoutCancel(r.Context())),
-		next: next, path: originPathFor(h.OriginPath, id+sealedSuffix), size: encSize,
+	src := &originReaderAt{r: r, next: next, path: path, size: head.total, head: head.data,
+		key: sha256.Sum256(head.data), cache: a.windows,
 		// Two protocol chunks' worth (four age chunks at least): few
 		// sub-requests for a listener reading on, a few chunks for a seek.
-		window: max(2*int64(h.ChunkSize)/(64<<10)+1, 4) * ageChunk,
-	}
-	plain, size, err := age.DecryptReaderAt(src, encSize, a.identities...)
+		window: max(2*int64(h.ChunkSize)/(64<<10)+1, 4) * ageChunk}
+	plain, size, err := age.DecryptReaderAt(src, head.total, a.identities...)
 	if err != nil {
 		h.logger.Error("sealed medium refused", zap.String("media", id), zap.Error(err))
 		if errors.Is(err, protocol.ErrOrigin) || errors.Is(err, protocol.ErrNotFound) || errors.Is(err, protocol.ErrOriginTimeout) {
-			return nil, err
+			return nil, 0, err
 		}
-		return nil, fmt.Errorf("%w: %s: %w", protocol.ErrOrigin, id, err)
+		return nil, 0, fmt.Errorf("%w: %s: %w", protocol.ErrOrigin, id, err)
 	}
-	sr = &sealedReader{plain: plain, size: size}
-	a.mu.Lock()
-	if len(a.readers) >= maxSealedReaders {
-		clear(a.readers)
-	}
-	a.readers[key] = sr
-	a.mu.Unlock()
-	return sr, nil
+	return plain, size, nil
 }
 
 // readSealed reads plaintext [off, off+len(dst)) of sealed medium id into
 // dst. A chunk that fails authentication is refused, and logged with its
 // offset: nothing of it is served.
 func (h *Handler) readSealed(r *http.Request, next caddyhttp.Handler, item catalogItem, off int64, dst []byte) error {
-	var n int
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		var sr *sealedReader
-		if sr, err = h.openSealed(r, next, item.ID, item.encSize); err != nil {
-			return err
-		}
-		if n, err = sr.plain.ReadAt(dst, off); n == len(dst) {
-			return nil
-		}
-		// The file may have been sealed again (a key rotation) since the
-		// reader read its header: read the header again, once.
-		h.forgetSealed(item.ID, item.encSize, sr)
+	plain, size, err := h.openSealed(r, next, item.ID)
+	if err != nil {
+		return err
+	}
+	if size != item.Size {
+		// Sealed again with other contents since the catalog was read.
+		h.catalog.stale()
+		return fmt.Errorf("%w: %s is %d bytes sealed but %d in the catalog", protocol.ErrOrigin, item.ID, size, item.Size)
+	}
+	n, err := plain.ReadAt(dst, off)
+	if n == len(dst) {
+		return nil
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = fmt.Errorf("the sealed medium ends at %d", off+int64(n))
@@ -198,76 +169,104 @@ func (h *Handler) readSealed(r *http.Request, next caddyhttp.Handler, item catal
 	return fmt.Errorf("%w: %s at offset %d: %w", protocol.ErrOrigin, item.ID, off+int64(n), err)
 }
 
-// forgetSealed drops the reader of a medium, if it is still sr.
-func (h *Handler) forgetSealed(id string, encSize int64, sr *sealedReader) {
-	a := h.atRest
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.readers[sealedKey{id, encSize}] == sr {
-		delete(a.readers, sealedKey{id, encSize})
-	}
-}
-
-// originReaderAt reads an age file at the origin with Range sub-requests,
-// a read-ahead window at a time: age asks for one 64 KiB chunk per call,
-// and a sub-request per chunk would not keep up.
+// originReaderAt reads one request's view of an age file at the origin:
+// its head as fetched, the rest in read-ahead windows from the cache or,
+// when missing, from the origin with Range sub-requests of r. age asks for
+// one 64 KiB chunk per call, and a sub-request per chunk would not keep up.
 type originReaderAt struct {
-	base   *http.Request
+	r      *http.Request
 	next   caddyhttp.Handler
 	path   string
 	size   int64
+	head   []byte
+	key    [32]byte // names this sealing of the file: windows are cached under it
+	cache  *windowCache
 	window int64
-
-	mu      sync.Mutex
-	windows []readWindow // most recent first
-}
-
-type readWindow struct {
-	off  int64
-	data []byte
 }
 
 func (o *originReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 || off >= o.size {
 		return 0, io.EOF
 	}
-	end := min(off+int64(len(p)), o.size)
-	o.mu.Lock()
-	for i, w := range o.windows {
-		if off >= w.off && end <= w.off+int64(len(w.data)) {
-			n := copy(p, w.data[off-w.off:])
-			o.windows = append(append([]readWindow{w}, o.windows[:i]...), o.windows[i+1:]...)
-			o.mu.Unlock()
-			return o.result(n, len(p))
+	n := 0
+	for n < len(p) && off < o.size {
+		if off < int64(len(o.head)) {
+			c := copy(p[n:], o.head[off:])
+			n, off = n+c, off+int64(c)
+			continue
 		}
+		w := off / o.window * o.window
+		data, ok := o.cache.get(o.key, w)
+		if !ok {
+			length := min(o.window, o.size-w)
+			s, err := fetchRange(o.r, o.next, o.path, w, length, make([]byte, 0, length))
+			if err != nil {
+				return n, err
+			}
+			if s.total != o.size || int64(len(s.data)) != length {
+				return n, fmt.Errorf("%w: %s changed at the origin (%d bytes, was %d)", protocol.ErrOrigin, o.path, s.total, o.size)
+			}
+			data = s.data
+			o.cache.put(o.key, w, data)
+		}
+		c := copy(p[n:], data[off-w:])
+		n, off = n+c, off+int64(c)
 	}
-	o.mu.Unlock()
-	// age reads its header in small pieces, then one STREAM chunk per
-	// call: read ahead only for the latter.
-	ahead := int64(1 << 10)
-	if end-off >= ageChunk {
-		ahead = o.window
-	}
-	length := min(max(end-off, ahead), o.size-off)
-	s, err := fetchRange(o.base, o.next, o.path, off, length, make([]byte, 0, length))
-	if err != nil {
-		return 0, err
-	}
-	if s.total != o.size {
-		return 0, fmt.Errorf("%w: %s changed at the origin (%d bytes, was %d)", protocol.ErrOrigin, o.path, s.total, o.size)
-	}
-	o.mu.Lock()
-	o.windows = append([]readWindow{{off, s.data}}, o.windows...)
-	if len(o.windows) > sealedWindows {
-		o.windows = o.windows[:sealedWindows]
-	}
-	o.mu.Unlock()
-	return o.result(copy(p, s.data), len(p))
-}
-
-func (o *originReaderAt) result(n, want int) (int, error) {
-	if n < want {
+	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// windowCache holds read-ahead windows of sealed files, least recently
+// used first out, bounded in bytes. A window is keyed by the hash of its
+// file's head (the age header, with its random nonce): a file sealed again
+// is a new key, and its old windows age out.
+type windowCache struct {
+	mu    sync.Mutex
+	max   int64
+	bytes int64
+	lru   *list.List // of *cachedWindow, most recent first
+	index map[windowKey]*list.Element
+}
+
+type windowKey struct {
+	file [32]byte
+	off  int64
+}
+
+type cachedWindow struct {
+	key  windowKey
+	data []byte
+}
+
+func newWindowCache(max int64) *windowCache {
+	return &windowCache{max: max, lru: list.New(), index: map[windowKey]*list.Element{}}
+}
+
+func (c *windowCache) get(file [32]byte, off int64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.index[windowKey{file, off}]
+	if !ok {
+		return nil, false
+	}
+	c.lru.MoveToFront(el)
+	return el.Value.(*cachedWindow).data, true
+}
+
+func (c *windowCache) put(file [32]byte, off int64, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := windowKey{file, off}
+	if _, ok := c.index[k]; ok {
+		return
+	}
+	c.index[k] = c.lru.PushFront(&cachedWindow{k, data})
+	c.bytes += int64(len(data))
+	for c.bytes > c.max && c.lru.Len() > 1 {
+		old := c.lru.Remove(c.lru.Back()).(*cachedWindow)
+		delete(c.index, old.key)
+		c.bytes -= int64(len(old.data))
+	}
 }

@@ -32,5 +32,6 @@ echo "$out" | awk '/^BenchmarkSeal(-[0-9]+)?[ \t]/ { for (i = 1; i <= NF; i++) i
 		smin = smax = s[0]; amin = amax = a[0]
 		for (i = 0; i < ns; i++) { if (s[i] < smin) smin = s[i]; if (s[i] > smax) smax = s[i] }
 		for (i = 0; i < na; i++) { if (a[i] < amin) amin = a[i]; if (a[i] > amax) amax = a[i] }
-		printf "seal per core: %.0f-%.0f MB/s; age Encrypt alone: %.0f-%.0f MB/s; seal/age: %.2f-%.2f\n", smin, smax, amin, amax, smin/amax, smax/amin
+		m = 1e6 / 1048576 # MB/s to MiB/s
+		printf "seal per core: %.0f-%.0f MiB/s; age Encrypt alone: %.0f-%.0f MiB/s; seal/age: %.2f-%.2f\n", smin*m, smax*m, amin*m, amax*m, smin/amax, smax/amin
 	}'
