@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-drm/caddy-drm/keystore"
 	"github.com/caddy-drm/caddy-drm/protocol"
+	"github.com/caddy-drm/caddy-drm/sealing"
 )
 
 // Media sealed at rest (`caddy drm seal`): medium "a/b.flac" lies at the
@@ -62,7 +63,25 @@ type atRest struct {
 	identities []age.Identity
 	require    bool
 	windows    *windowCache
+
+	mu     sync.Mutex
+	opened map[[32]byte]*openedSealed // by the hash of the file's head
 }
+
+// openedSealed is a sealed file whose header age has read and checked:
+// its reads come from the window cache alone, which each request fills
+// (with its own sub-requests) before it reads.
+type openedSealed struct {
+	plain io.ReaderAt
+	size  int64
+}
+
+// maxOpened bounds the opened files kept.
+const maxOpened = 1024
+
+// errWindowGone is a window evicted between a request's filling the cache
+// and its read: the request opens the file for itself instead.
+var errWindowGone = errors.New("read-ahead window evicted")
 
 func (h *Handler) setupAtRest() (*atRest, error) {
 	c := h.AtRest
@@ -88,7 +107,8 @@ func (h *Handler) setupAtRest() (*atRest, error) {
 			return nil, fmt.Errorf("drm: at_rest: the passphrase file %s is readable by others (mode %v): chmod 600 it", c.PassphraseFile, st.Mode().Perm())
 		}
 	}
-	return &atRest{identities: keys.Identities(), require: c.RequireSealed, windows: newWindowCache(maxWindowBytes)}, nil
+	return &atRest{identities: keys.Identities(), require: c.RequireSealed, windows: newWindowCache(maxWindowBytes),
+		opened: map[[32]byte]*openedSealed{}}, nil
 }
 
 // checkCustody refuses secrets under a root the server's file handlers
@@ -146,6 +166,11 @@ func (h *Handler) openSealed(r *http.Request, next caddyhttp.Handler, id string)
 // dst. A chunk that fails authentication is refused, and logged with its
 // offset: nothing of it is served.
 func (h *Handler) readSealed(r *http.Request, next caddyhttp.Handler, item catalogItem, off int64, dst []byte) error {
+	if err := h.readOpened(r, next, item, off, dst); err == nil {
+		return nil
+	} else if !errors.Is(err, errWindowGone) && !errors.Is(err, errNotOpened) {
+		return err
+	}
 	plain, size, err := h.openSealed(r, next, item.ID)
 	if err != nil {
 		return err
@@ -167,6 +192,108 @@ func (h *Handler) readSealed(r *http.Request, next caddyhttp.Handler, item catal
 		return err
 	}
 	return fmt.Errorf("%w: %s at offset %d: %w", protocol.ErrOrigin, item.ID, off+int64(n), err)
+}
+
+var errNotOpened = errors.New("not opened")
+
+// readOpened is readSealed's fast path: the file's head read afresh, the
+// windows the read needs put in the cache with this request's
+// sub-requests, then the file opened once (per head) reads from the cache
+// alone — age parses a header and checks the last chunk once per sealing
+// of a file, not once per chunk.
+func (h *Handler) readOpened(r *http.Request, next caddyhttp.Handler, item catalogItem, off int64, dst []byte) error {
+	a := h.atRest
+	path := originPathFor(h.OriginPath, item.ID+sealedSuffix)
+	head, err := fetchRange(r, next, path, 0, headBytes, make([]byte, 0, headBytes))
+	if err != nil {
+		return err
+	}
+	src := &originReaderAt{r: r, next: next, path: path, size: head.total, head: head.data,
+		key: sha256.Sum256(head.data), cache: a.windows, window: max(2*int64(h.ChunkSize)/(64<<10)+1, 4) * ageChunk}
+	// Where the age chunks of [off, off+len(dst)) lie: after the header,
+	// whose length the file's size and the plaintext's give.
+	payload := head.total - sealing.EncryptedPayloadSize(item.Size) + 16
+	if payload <= 0 || payload > int64(len(head.data)) || len(dst) == 0 {
+		return errNotOpened // sealed again with other contents, or an empty read: the slow path sorts it out
+	}
+	first, last := off/(64<<10), (off+int64(len(dst))-1)/(64<<10)
+	lastChunk := payload + (max(item.Size-1, 0)/(64<<10))*ageChunk
+	if err := src.fill(payload+first*ageChunk, min(payload+(last+1)*ageChunk, head.total)); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	op := a.opened[src.key]
+	a.mu.Unlock()
+	if op == nil {
+		if err := src.fill(lastChunk, head.total); err != nil {
+			return err
+		}
+		plain, size, err := age.DecryptReaderAt(&cachedReaderAt{src}, head.total, a.identities...)
+		if err != nil {
+			return errNotOpened // the slow path logs why
+		}
+		op = &openedSealed{plain, size}
+		a.mu.Lock()
+		if len(a.opened) >= maxOpened {
+			clear(a.opened)
+		}
+		a.opened[src.key] = op
+		a.mu.Unlock()
+	}
+	if op.size != item.Size {
+		return errNotOpened
+	}
+	if n, err := op.plain.ReadAt(dst, off); n != len(dst) {
+		if errors.Is(err, errWindowGone) {
+			return err
+		}
+		return errNotOpened // a chunk that does not decrypt: the slow path reads it afresh, and logs it
+	}
+	return nil
+}
+
+// fill puts the windows covering [from, to) in the cache, fetching the
+// missing ones with the request's sub-requests.
+func (o *originReaderAt) fill(from, to int64) error {
+	for w := max(from, int64(len(o.head))) / o.window * o.window; w < to; w += o.window {
+		if _, ok := o.cache.get(o.key, w); ok {
+			continue
+		}
+		buf := make([]byte, 1)
+		if _, err := o.ReadAt(buf, max(w, int64(len(o.head)))); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+	}
+	return nil
+}
+
+// cachedReaderAt reads a file's head and its cached windows only.
+type cachedReaderAt struct{ o *originReaderAt }
+
+func (c *cachedReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	o := c.o
+	if off < 0 || off >= o.size {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && off < o.size {
+		if off < int64(len(o.head)) {
+			k := copy(p[n:], o.head[off:])
+			n, off = n+k, off+int64(k)
+			continue
+		}
+		w := off / o.window * o.window
+		data, ok := o.cache.get(o.key, w)
+		if !ok {
+			return n, errWindowGone
+		}
+		k := copy(p[n:], data[off-w:])
+		n, off = n+k, off+int64(k)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // originReaderAt reads one request's view of an age file at the origin:

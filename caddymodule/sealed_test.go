@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"filippo.io/age"
@@ -321,4 +322,29 @@ func TestSealedResealed(t *testing.T) {
 	o.set("a.flac.age", seal(t, v2, pq))
 	chunk(2, v2)
 	chunk(150, v2)
+}
+
+// TestSealedConcurrentListeners: listeners reading one sealed medium at
+// once, at different places, each get its bytes (run with -race).
+func TestSealedConcurrentListeners(t *testing.T) {
+	cfg, r := atRestKeys(t)
+	plain := mediaBytes(6*64<<10+99, 7)
+	e := newEnv(t, newOrigin(rangeMode, true, map[string][]byte{"a.flac.age": seal(t, plain, r)}), func(h *Handler) { h.AtRest = cfg })
+	var wg sync.WaitGroup
+	for g := range 8 {
+		c := e.client(t)
+		wg.Go(func() {
+			n := int64(protocol.ChunkCount(uint64(len(plain)), testChunkSize))
+			for k := range int64(40) {
+				i := (int64(g)*97 + k*31) % n
+				start, end, _ := protocol.ChunkSpan(uint64(i), uint64(len(plain)), testChunkSize)
+				got, err := c.ReadChunk(context.Background(), "a.flac", i)
+				if err != nil || !bytes.Equal(got, plain[start:end]) {
+					t.Errorf("listener %d chunk %d: %v", g, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
