@@ -270,31 +270,7 @@ func (o *originReaderAt) fill(from, to int64) error {
 // cachedReaderAt reads a file's head and its cached windows only.
 type cachedReaderAt struct{ o *originReaderAt }
 
-func (c *cachedReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	o := c.o
-	if off < 0 || off >= o.size {
-		return 0, io.EOF
-	}
-	n := 0
-	for n < len(p) && off < o.size {
-		if off < int64(len(o.head)) {
-			k := copy(p[n:], o.head[off:])
-			n, off = n+k, off+int64(k)
-			continue
-		}
-		w := off / o.window * o.window
-		data, ok := o.cache.get(o.key, w)
-		if !ok {
-			return n, errWindowGone
-		}
-		k := copy(p[n:], data[off-w:])
-		n, off = n+k, off+int64(k)
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
+func (c *cachedReaderAt) ReadAt(p []byte, off int64) (int, error) { return c.o.read(p, off, false) }
 
 // originReaderAt reads one request's view of an age file at the origin:
 // its head as fetched, the rest in read-ahead windows from the cache or,
@@ -311,19 +287,27 @@ type originReaderAt struct {
 	window int64
 }
 
-func (o *originReaderAt) ReadAt(p []byte, off int64) (int, error) {
+func (o *originReaderAt) ReadAt(p []byte, off int64) (int, error) { return o.read(p, off, true) }
+
+// read copies [off, off+len(p)) from the head and the windows; a missing
+// window is fetched with the request's sub-request if fetch, else it is
+// errWindowGone.
+func (o *originReaderAt) read(p []byte, off int64, fetch bool) (int, error) {
 	if off < 0 || off >= o.size {
 		return 0, io.EOF
 	}
 	n := 0
 	for n < len(p) && off < o.size {
 		if off < int64(len(o.head)) {
-			c := copy(p[n:], o.head[off:])
-			n, off = n+c, off+int64(c)
+			k := copy(p[n:], o.head[off:])
+			n, off = n+k, off+int64(k)
 			continue
 		}
 		w := off / o.window * o.window
 		data, ok := o.cache.get(o.key, w)
+		if !ok && !fetch {
+			return n, errWindowGone
+		}
 		if !ok {
 			length := min(o.window, o.size-w)
 			s, err := fetchRange(o.r, o.next, o.path, w, length, make([]byte, 0, length))
@@ -336,8 +320,8 @@ func (o *originReaderAt) ReadAt(p []byte, off int64) (int, error) {
 			data = s.data
 			o.cache.put(o.key, w, data)
 		}
-		c := copy(p[n:], data[off-w:])
-		n, off = n+c, off+int64(c)
+		k := copy(p[n:], data[off-w:])
+		n, off = n+k, off+int64(k)
 	}
 	if n < len(p) {
 		return n, io.EOF
