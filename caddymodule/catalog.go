@@ -121,7 +121,7 @@ type catalogSnapshot struct {
 	items    []protocol.MediaInfo
 	byID     map[string]int
 	licenses map[string]*mediaLicense
-	sealed   map[string]int64 // id → the .age file's size
+	sealed   map[string]bool // ids at the origin as {id}.age
 	fetched  time.Time
 }
 
@@ -209,11 +209,11 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 	}
 	// Sealed media ({id}.age) win over plain files of the same id; their
 	// catalog size is the plaintext's, from the file's age header.
-	sealed := map[string]int64{}
-	for id, size := range listed {
+	sealed := map[string]bool{}
+	for id := range listed {
 		if base, ok := strings.CutSuffix(id, sealedSuffix); ok {
 			delete(listed, id)
-			sealed[base] = size
+			sealed[base] = true
 		}
 	}
 	for id := range sealed {
@@ -233,19 +233,13 @@ func (c *catalog) build(r *http.Request, next caddyhttp.Handler) (*catalogSnapsh
 		if c.sealedSize == nil {
 			return 0, false // no at_rest keys: sealed media are not served
 		}
-		enc, ok := sealed[id]
-		if !ok {
-			s, err := fetchRange(r, next, originPathFor(c.originPath, id+sealedSuffix), 0, 1, make([]byte, 0, 1))
-			if err != nil {
-				return 0, false
-			}
-			enc = s.total
-		}
+		// Opening reads the file's head: a medium the listing did not
+		// show (or an origin without one) is found, or not, by it.
 		size, err := c.sealedSize(r, next, id)
 		if err != nil {
-			return 0, false // logged where it was opened
+			return 0, false // logged where it was opened (a missing file is a 404, not logged)
 		}
-		sealed[id] = enc
+		sealed[id] = true
 		return size, true
 	}
 	byID := map[string]int{}

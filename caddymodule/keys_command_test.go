@@ -15,7 +15,8 @@ import (
 
 func init() { keystore.AtRestWorkFactor = 10 } // fast tests; the format is the same
 
-// runCommand executes a command in-process and returns its output.
+// runCLI executes a command of `caddy drm` in-process and returns its
+// output; the command tests share it.
 func runCLI(cmd *cobra.Command, args ...string) (stdout, stderr string, err error) {
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -28,13 +27,8 @@ func TestLicensesCommand(t *testing.T) {
 		}
 	}
 	run := func(args ...string) (string, error) {
-		cmd := licensesCommand()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
+		out, errOut, err := runCLI(licensesCommand(), args...)
+		return out + errOut, err
 	}
 	if _, err := run("--store", path); err == nil || !strings.Contains(err.Error(), "locked by another process") {
 		t.Fatalf("a store held by a server: %v", err)

@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,13 +33,8 @@ func TestManifestCommand(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "README.txt"), []byte("not a medium"), 0o644)
 	os.WriteFile(filepath.Join(src, "catalog.json"), []byte(`[{"id":"sub/b.opus","duration":4.25}]`), 0o644)
 	run := func(args ...string) (string, error) {
-		cmd := manifestCommand()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
+		out, errOut, err := runCLI(manifestCommand(), args...)
+		return out + errOut, err
 	}
 	if _, err := run(src, "--dir", pki, "--publisher", "nobody"); err == nil {
 		t.Fatal("an unknown publisher signed")

@@ -348,3 +348,21 @@ func TestSealedConcurrentListeners(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSealedFromTheCatalogFile: an origin without a listing, whose
+// catalog.json names "a.flac" while a.flac.age is what lies there: the
+// medium is found by opening it, at its plaintext size.
+func TestSealedFromTheCatalogFile(t *testing.T) {
+	cfg, r := atRestKeys(t)
+	plain := mediaBytes(70000, 8)
+	files := map[string][]byte{"catalog.json": []byte(`[{"id":"a.flac","title":"A"},{"id":"gone.flac"}]`), "a.flac.age": seal(t, plain, r)}
+	e := newEnv(t, newOrigin(rangeMode, false, files), func(h *Handler) { h.AtRest = cfg })
+	c := e.client(t)
+	items, err := c.Catalog(context.Background())
+	if err != nil || len(items) != 1 || items[0].ID != "a.flac" || items[0].Size != int64(len(plain)) {
+		t.Fatalf("catalog %+v, %v", items, err)
+	}
+	if got := readAll(t, c, "a.flac", len(plain)); !bytes.Equal(got, plain) {
+		t.Fatal("the sealed medium does not play as its plaintext")
+	}
+}
